@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Each sets up what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+UV := $(shell command -v uv 2>/dev/null)
+
+.PHONY: test lint demo venv constraints clean
+
+$(BIN)/python:
+	scripts/bootstrap.sh $(VENV) $(PYTHON)
+
+# Installs the provider (editable) with its test extras, pinned by constraints.txt so every
+# machine and CI test the same versions: the lowest Airflow the package declares.
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+ifdef UV
+	uv pip install --python $(BIN)/python -e ".[test]" -c constraints.txt
+else
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]" -c constraints.txt
+endif
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m demo
+
+# Regenerate constraints.txt from the current environment (after a deliberate upgrade).
+constraints: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^airflow-provider-skytap' > constraints.txt
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,69 @@
+"""Provider metadata, read by Airflow's ProvidersManager through the entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_skytap import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider: its connection type, hooks and (as they land) operators."""
+    return {
+        "package-name": "airflow-provider-skytap",
+        "name": "Skytap",
+        "description": "Application-consistent live clones of Skytap environments.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Skytap",
+                "external-doc-url": "https://help.skytap.com/",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Skytap",
+                "python-modules": ["airflow_provider_skytap.hooks.skytap"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "skytap",
+                "hook-class-name": "airflow_provider_skytap.hooks.skytap.SkytapHook",
+                "hook-name": "Skytap",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {
+                        "host": "API URL",
+                        "login": "Skytap user name",
+                        "password": "API security token",
+                    },
+                    "placeholders": {
+                        "host": "https://cloud.skytap.com",
+                        "login": "the Skytap user whose API token this is",
+                        "password": "API security token (My Account > API Security Token)",
+                    },
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "description": "How long one HTTP request may take before it is retried.",
+                        "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+                    },
+                    "verify_ssl": {
+                        "label": "Verify TLS certificates",
+                        "description": "Turn off only for a test endpoint with a self-signed "
+                        "certificate.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "retry_deadline": {
+                        "label": "Retry deadline (seconds)",
+                        "description": "How long one call keeps retrying busy (423), rate "
+                        "limited (429) and unavailable (5xx) answers before it fails.",
+                        "schema": {"type": ["number", "null"], "default": 600, "minimum": 0},
+                    },
+                },
+            }
+        ],
+    }

@@ -1,0 +1,1 @@
+"""Hooks: the only code that knows Skytap's API."""

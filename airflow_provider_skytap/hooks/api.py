@@ -1,0 +1,841 @@
+"""Everything the provider knows about Skytap's REST API, without doing any I/O.
+
+Each call is a *plan*: a generator that yields :class:`Request` (send this) and :class:`Sleep`
+(wait this long) steps and receives a :class:`Response` or a :class:`TransportError` back.
+:class:`~airflow_provider_skytap.hooks.skytap.SkytapHook` runs plans with ``requests`` and
+``time.sleep``; :class:`~airflow_provider_skytap.hooks.skytap.SkytapAsyncHook` runs the very
+same plans with ``httpx`` and ``asyncio.sleep``. URLs, bodies, error parsing, retry rules, the
+no-duplicate-POST rule and readiness all live here, once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import re
+import secrets
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from airflow.sdk.exceptions import AirflowException
+
+DEFAULT_BASE_URL = "https://cloud.skytap.com"
+Kind = Literal["environment", "template"]
+KINDS: tuple[Kind, ...] = ("environment", "template")
+# Skytap calls environments "configurations".
+_COLLECTION: dict[Kind, str] = {"environment": "configurations", "template": "templates"}
+RUNSTATES = ("running", "suspended", "stopped", "halted")
+PAGE_SIZE = 100
+_ID = re.compile(r"^[0-9]{1,20}$")
+_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class SkytapError(AirflowException):
+    """Base class of every error the provider raises about Skytap."""
+
+
+class SkytapAPIError(SkytapError):
+    """Skytap answered with an error, or could not be reached within the retry deadline.
+
+    :param action: what was being done, e.g. ``copy environment 1001``
+    :param status: the HTTP status, or None when no response arrived
+    :param messages: Skytap's own error messages
+    :param request_id: Skytap's ``X-Request-ID`` for the failing request, for their support
+    """
+
+    def __init__(
+        self,
+        action: str,
+        status: int | None,
+        messages: Iterable[str] = (),
+        request_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.action = action
+        self.status = status
+        self.messages = list(messages)
+        self.request_id = request_id
+        self.detail = detail
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        head = f"{self.action}: " + (f"HTTP {self.status}" if self.status else "no response")
+        parts = [head]
+        if self.messages:
+            parts.append("; ".join(self.messages))
+        if self.detail:
+            parts.append(self.detail)
+        text = ": ".join(parts)
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        return text
+
+    def __reduce__(self) -> Any:
+        return (
+            type(self),
+            (self.action, self.status, self.messages, self.request_id, self.detail),
+        )
+
+
+class SkytapNotFoundError(SkytapAPIError):
+    """The resource does not exist (HTTP 404)."""
+
+
+class SkytapAuthError(SkytapAPIError):
+    """Skytap refused the credentials (HTTP 401/403)."""
+
+
+class SkytapResourceFailedError(SkytapError):
+    """A copy, save or change ended with Skytap's ``error`` field filled in."""
+
+
+class SkytapWaitTimeoutError(SkytapError):
+    """A resource was still busy when the wait's timeout ran out."""
+
+
+# --------------------------------------------------------------------------- plan steps
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request to Skytap, relative to the connection's base URL."""
+
+    method: str
+    path: str
+    action: str
+    params: Mapping[str, str | int] | None = None
+    body: Any = None
+    #: a full URL (a pagination ``Link``) that replaces base URL + path + params
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """What came back, reduced to what the rules need."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return None
+
+    @property
+    def request_id(self) -> str | None:
+        return self.header("X-Request-ID")
+
+    def json(self) -> Any:
+        if not self.content:
+            return None
+        try:
+            return json.loads(self.content)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class TransportError:
+    """No complete response. ``sent`` tells whether the request may have reached Skytap."""
+
+    description: str
+    sent: bool
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Step = Request | Sleep
+Plan = Generator[Step, "Response | TransportError | None", T]
+
+
+# --------------------------------------------------------------------------- retry rules
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How the retry loop treats one outcome."""
+
+    retry: bool
+    reason: str
+    #: the request may have been carried out although no success came back (POST only)
+    ambiguous: bool = False
+    retry_after: float | None = None
+
+
+def error_messages(response: Response) -> list[str]:
+    """Skytap's error text: ``{"error": "msg"}`` or ``{"errors": ["msg", ...]}``."""
+    data = response.json()
+    messages: list[str] = []
+    if isinstance(data, dict):
+        single = data.get("error")
+        if isinstance(single, str) and single:
+            messages.append(single)
+        many = data.get("errors")
+        if isinstance(many, list):
+            messages.extend(str(m) for m in many if m)
+        elif isinstance(many, str) and many:
+            messages.append(many)
+    if not messages and response.content and data is None:
+        messages.append(response.content[:200].decode("utf-8", "replace").strip())
+    return messages
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify(request: Request, outcome: Response | TransportError) -> Verdict | None:
+    """Decide what to do with an outcome: None for success, else a :class:`Verdict`."""
+    is_post = request.method == "POST"
+    if isinstance(outcome, TransportError):
+        return Verdict(True, outcome.description, ambiguous=is_post and outcome.sent)
+    status = outcome.status
+    if 200 <= status < 300:
+        return None
+    messages = error_messages(outcome)
+    text = "; ".join(messages)
+    if status == 423:
+        return Verdict(True, f"423 busy: {text}".rstrip(": "))
+    if status == 429:
+        after = parse_retry_after(outcome.header("Retry-After"))
+        return Verdict(True, "429 too many requests", retry_after=after)
+    if status in (409, 422) and "busy" in text.lower():
+        return Verdict(True, f"{status} busy: {text}")
+    if status >= 500:
+        return Verdict(True, f"{status} {text}".strip(), ambiguous=is_post)
+    return Verdict(False, text)
+
+
+def api_error(request: Request, response: Response) -> SkytapAPIError:
+    """The exception for a final error response, typed by status."""
+    cls: type[SkytapAPIError] = SkytapAPIError
+    if response.status == 404:
+        cls = SkytapNotFoundError
+    elif response.status in (401, 403):
+        cls = SkytapAuthError
+    detail = None
+    if cls is SkytapAuthError:
+        detail = "check the connection's Skytap user name and API security token"
+    return cls(
+        request.action, response.status, error_messages(response), response.request_id, detail
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter, bounded by a total deadline per call.
+
+    :param deadline: seconds one call may spend retrying before it fails
+    :param base: first backoff in seconds
+    :param cap: the longest single backoff in seconds
+    """
+
+    deadline: float = 600.0
+    base: float = 1.0
+    cap: float = 30.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to sleep before retry number ``attempt`` (1-based).
+
+        "Equal jitter": half the exponential step fixed, half random, so many clients that
+        failed together do not come back together. ``Retry-After`` is a floor, never cut.
+        """
+        step = min(self.cap, self.base * (2 ** (attempt - 1)))
+        backoff = step / 2 + self.rng.uniform(0, step / 2)
+        if retry_after is not None:
+            return max(retry_after, backoff)
+        return backoff
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_id(value: Any, what: str) -> str:
+    """A Skytap id as a string of digits, or a ValueError naming the field and the value."""
+    text = str(value).strip() if value is not None else ""
+    if isinstance(value, bool) or not _ID.match(text):
+        raise ValueError(f"{what} must be a Skytap id (digits only), got {value!r}")
+    return text
+
+
+def check_kind(kind: Any) -> Kind:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return kind
+
+
+def check_region(region: Any) -> str:
+    if not isinstance(region, str) or not _REGION.match(region):
+        raise ValueError(
+            f"target_region must be a Skytap region name such as 'US-West' or 'EMEA', "
+            f"got {region!r}"
+        )
+    return region
+
+
+def check_name(name: Any, what: str = "name") -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {name!r}")
+    if len(name) > 255:
+        raise ValueError(f"{what} must be at most 255 characters, got {len(name)}")
+    return name
+
+
+def check_vm_ids(vm_ids: Iterable[Any] | None) -> list[str] | None:
+    if vm_ids is None:
+        return None
+    if isinstance(vm_ids, str | bytes):
+        raise ValueError(f"vm_ids must be a list of VM ids, got the string {vm_ids!r}")
+    ids = [check_id(v, "vm_ids item") for v in vm_ids]
+    if not ids:
+        raise ValueError("vm_ids must name at least one VM when given (got an empty list)")
+    return ids
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Where a copy stands: ``busy``, ``ready`` or ``failed`` (with Skytap's message)."""
+
+    state: Literal["busy", "ready", "failed"]
+    detail: str
+
+
+def readiness(kind: Kind, resource: Mapping[str, Any]) -> Readiness:
+    """The one definition of "done" for environments and templates.
+
+    An environment is done when ``runstate`` leaves ``busy``; a template when ``busy`` is
+    null/false. A filled-in ``error`` (or ``errors``) means the copy failed.
+    """
+    error = resource.get("error")
+    errors = resource.get("errors")
+    problems = [str(error)] if error else []
+    if isinstance(errors, list):
+        problems.extend(str(e) for e in errors if e)
+    if problems:
+        return Readiness("failed", "; ".join(problems))
+    if kind == "environment":
+        runstate = str(resource.get("runstate") or "unknown")
+        return Readiness("busy" if runstate == "busy" else "ready", f"runstate {runstate}")
+    return Readiness("busy" if resource.get("busy") else "ready", f"busy {resource.get('busy')}")
+
+
+def describe(kind: Kind, resource_id: str, resource: Mapping[str, Any] | None = None) -> str:
+    name = (resource or {}).get("name")
+    return f"{kind} {resource_id}" + (f" ({name!r})" if name else "")
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def default_copy_name(source_kind: Kind, source_id: str) -> str:
+    """A unique name for a copy the caller did not name, so a retry can find it again."""
+    return f"skytap-copy-of-{source_kind}-{source_id}-{secrets.token_hex(4)}"
+
+
+@dataclass
+class SkytapApi:
+    """Skytap's REST API as plans. Holds no connection and does no I/O.
+
+    :param base_url: scheme and host of the API, e.g. ``https://cloud.skytap.com``
+    :param policy: the retry policy of every call
+    :param log: where progress and retries are logged
+    :param clock: monotonic clock (seconds); tests may pass their own
+    """
+
+    base_url: str = DEFAULT_BASE_URL
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    log: Any = field(default_factory=lambda: logging.getLogger(__name__))
+    clock: Callable[[], float] = time.monotonic
+
+    # ---- the retry loop: every call goes through here
+
+    def call(
+        self, request: Request, recover: Callable[[], Plan[Any]] | None = None
+    ) -> Plan[tuple[Any, Response | None]]:
+        """Send ``request`` until it succeeds, retrying what is worth retrying.
+
+        Returns the decoded body and the response. When a POST may have been carried out
+        without a success reaching us (timeout, dropped connection, 5xx), ``recover`` looks
+        for what it would have created before the POST is sent again; if it finds it, that
+        is returned (with no response) instead of making a second copy.
+        """
+        start = self.clock()
+        attempt = 0
+        while True:
+            outcome = yield request
+            assert outcome is not None
+            verdict = classify(request, outcome)
+            if verdict is None:
+                assert isinstance(outcome, Response)
+                return outcome.json(), outcome
+            if not verdict.retry:
+                assert isinstance(outcome, Response)
+                raise api_error(request, outcome)
+            if verdict.ambiguous and recover is not None:
+                self.log.warning(
+                    "%s: %s; it may have been carried out, looking for it before sending again",
+                    request.action,
+                    verdict.reason,
+                )
+                found = yield from recover()
+                if found is not None:
+                    self.log.info(
+                        "%s: found what the earlier attempt made; using it", request.action
+                    )
+                    return found, None
+            attempt += 1
+            delay = self.policy.delay(attempt, verdict.retry_after)
+            spent = self.clock() - start
+            if spent + delay > self.policy.deadline:
+                status = outcome.status if isinstance(outcome, Response) else None
+                request_id = outcome.request_id if isinstance(outcome, Response) else None
+                raise SkytapAPIError(
+                    request.action,
+                    status,
+                    [verdict.reason],
+                    request_id,
+                    f"gave up after {attempt} attempts in {spent:.0f} s "
+                    f"(retry deadline {self.policy.deadline:.0f} s)",
+                )
+            self.log.warning(
+                "%s: %s; retry %d in %.1f s", request.action, verdict.reason, attempt, delay
+            )
+            yield Sleep(delay)
+
+    def _body(self, request: Request) -> Plan[Any]:
+        data, _ = yield from self.call(request)
+        return data
+
+    # ---- reads (v2)
+
+    def get(self, kind: Kind, resource_id: Any) -> Plan[dict[str, Any]]:
+        """One environment (with its VMs, their interfaces and networks) or template."""
+        kind = check_kind(kind)
+        rid = check_id(resource_id, f"{kind} id")
+        path = f"/v2/{_COLLECTION[kind]}/{rid}"
+        data = yield from self._body(Request("GET", path, f"get {kind} {rid}"))
+        return data
+
+    def list_resources(
+        self,
+        kind: Kind,
+        *,
+        name: str | None = None,
+        name_prefix: str | None = None,
+        region: str | None = None,
+        tags: Iterable[str] = (),
+        scope: str | None = "company",
+    ) -> Plan[list[dict[str, Any]]]:
+        """Every environment or template matching all filters, following pagination.
+
+        ``name`` and ``name_prefix`` and ``region`` are sent in Skytap's ``query``; ``name``
+        is also matched exactly here, and ``tags`` (all required) are matched on the
+        ``tags`` each result carries.
+        """
+        kind = check_kind(kind)
+        terms = []
+        if name is not None and _query_safe(name):
+            terms.append(f"name:{name}")
+        elif name_prefix is not None and _query_safe(name_prefix):
+            terms.append(f"name:{name_prefix}*")
+        if region is not None:
+            terms.append(f"region:{check_region(region)}")
+        params: dict[str, str | int] = {"count": PAGE_SIZE, "offset": 0}
+        if scope:
+            params["scope"] = scope
+        if terms:
+            params["query"] = ",".join(terms)
+        wanted_tags = {t.lower() for t in tags}
+        path = f"/v2/{_COLLECTION[kind]}"
+        found: list[dict[str, Any]] = []
+        received = 0
+        request = Request("GET", path, f"list {kind}s", params=params)
+        for _ in range(100_000):  # a bound, never reached: 10 million resources
+            data, response = yield from self.call(request)
+            page = data if isinstance(data, list) else []
+            received += len(page)
+            found.extend(
+                item
+                for item in page
+                if (name is None or item.get("name") == name)
+                and (name_prefix is None or str(item.get("name", "")).startswith(name_prefix))
+                and wanted_tags <= _tag_values(item)
+            )
+            assert response is not None
+            following = self._next_page(request, response, received, len(page))
+            if following is None:
+                return found
+            request = following
+        raise SkytapAPIError(f"list {kind}s", None, ["pagination did not end"])
+
+    def _next_page(
+        self, request: Request, response: Response, received: int, got: int
+    ) -> Request | None:
+        """The request for the page after this one, or None after the last page.
+
+        Follows ``Link: <...>; rel="next"`` only to the host we authenticate to (credentials
+        never go elsewhere); otherwise pages by offset, using the ``Content-Range`` total.
+        """
+        link = _next_link(response.header("Link"))
+        if link and _same_origin(link, self.base_url):
+            return Request("GET", request.path, request.action, url=link)
+        if link:
+            self.log.warning("%s: ignoring a next-page link to another host", request.action)
+        total = _content_range_total(response.header("Content-Range"))
+        if got == 0 or (total is not None and received >= total):
+            return None
+        if total is None and got < PAGE_SIZE:
+            return None
+        params = dict(request.params or {})
+        params["offset"] = received
+        return Request("GET", request.path, request.action, params=params)
+
+    def find(
+        self, kind: Kind, name: str, *, region: str | None = None
+    ) -> Plan[dict[str, Any] | None]:
+        """The environment or template with exactly this name (and region), or None.
+
+        When several match (made outside the provider), the newest (highest id) wins.
+        """
+        matches = yield from self.list_resources(kind, name=check_name(name), region=region)
+        if not matches:
+            return None
+        if len(matches) > 1:
+            self.log.warning(
+                "%d %ss are named %r; using the newest, %s",
+                len(matches),
+                kind,
+                name,
+                max(matches, key=_numeric_id)["id"],
+            )
+        return max(matches, key=_numeric_id)
+
+    def quotas(self) -> Plan[list[dict[str, Any]]]:
+        data = yield from self._body(Request("GET", "/v2/company/quotas", "get quotas"))
+        return data if isinstance(data, list) else []
+
+    # ---- creating copies (v1 writes), never twice
+
+    def _create(
+        self, kind: Kind, body: dict[str, Any], action: str, region: str | None
+    ) -> Plan[dict[str, Any]]:
+        name = body["name"]
+
+        def recover() -> Plan[Any]:
+            found = yield from self.find(kind, name, region=region)
+            return found
+
+        request = Request("POST", f"/{_COLLECTION[kind]}", action, body=body)
+        data, _ = yield from self.call(request, recover=recover)
+        self.log.info("%s: made %s", action, describe(kind, str(data.get("id")), data))
+        return data
+
+    def copy_environment(
+        self,
+        environment_id: Any,
+        *,
+        name: str | None = None,
+        vm_ids: Iterable[Any] | None = None,
+        target_region: str | None = None,
+        live_copy: bool | None = None,
+    ) -> Plan[dict[str, Any]]:
+        """Copy an environment (in its region, or to ``target_region``); answers the copy.
+
+        ``live_copy`` is sent only when given: Skytap copies a running environment live by
+        default on accounts with live clone, and documents the flag for region copies.
+        """
+        eid = check_id(environment_id, "environment_id")
+        name = check_name(name) if name is not None else default_copy_name("environment", eid)
+        body: dict[str, Any] = {"configuration_id": eid, "name": name}
+        ids = check_vm_ids(vm_ids)
+        if ids is not None:
+            body["vm_ids"] = ids
+        if target_region is not None:
+            body["target_region"] = check_region(target_region)
+        if live_copy is not None:
+            body["live_copy"] = bool(live_copy)
+        action = f"copy environment {eid}" + (f" to {target_region}" if target_region else "")
+        result = yield from self._create("environment", body, action, target_region)
+        return result
+
+    def save_as_template(
+        self, environment_id: Any, *, name: str | None = None, description: str | None = None
+    ) -> Plan[dict[str, Any]]:
+        """Save an environment as a template (live on running environments); answers it."""
+        eid = check_id(environment_id, "environment_id")
+        name = check_name(name) if name is not None else default_copy_name("environment", eid)
+        body: dict[str, Any] = {"configuration_id": eid, "name": name}
+        if description is not None:
+            body["description"] = str(description)
+        result = yield from self._create(
+            "template", body, f"save environment {eid} as a template", None
+        )
+        return result
+
+    def copy_template(
+        self,
+        template_id: Any,
+        *,
+        name: str | None = None,
+        target_region: str | None = None,
+        live_copy: bool | None = None,
+        vm_ids: Iterable[Any] | None = None,
+    ) -> Plan[dict[str, Any]]:
+        """Copy a template, in its region or to ``target_region``; answers the new template."""
+        tid = check_id(template_id, "template_id")
+        name = check_name(name) if name is not None else default_copy_name("template", tid)
+        body: dict[str, Any] = {"template_id": tid, "name": name}
+        if target_region is not None:
+            body["target_region"] = check_region(target_region)
+        if live_copy is not None:
+            body["live_copy"] = bool(live_copy)
+        ids = check_vm_ids(vm_ids)
+        if ids is not None:
+            body["vm_ids"] = ids
+        action = f"copy template {tid}" + (f" to {target_region}" if target_region else "")
+        result = yield from self._create("template", body, action, target_region)
+        return result
+
+    # ---- changing and deleting
+
+    def update(
+        self,
+        kind: Kind,
+        resource_id: Any,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Plan[dict[str, Any]]:
+        """Rename and/or describe an environment or template."""
+        kind = check_kind(kind)
+        rid = check_id(resource_id, f"{kind} id")
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = check_name(name)
+        if description is not None:
+            body["description"] = str(description)
+        if not body:
+            raise ValueError("update needs a name or a description")
+        request = Request("PUT", f"/{_COLLECTION[kind]}/{rid}", f"update {kind} {rid}", body=body)
+        data = yield from self._body(request)
+        return data
+
+    def set_runstate(self, environment_id: Any, runstate: str) -> Plan[dict[str, Any]]:
+        """Ask for an environment's runstate to change (running, suspended, stopped, halted)."""
+        eid = check_id(environment_id, "environment_id")
+        if runstate not in RUNSTATES:
+            raise ValueError(f"runstate must be one of {', '.join(RUNSTATES)}, got {runstate!r}")
+        request = Request(
+            "PUT",
+            f"/configurations/{eid}",
+            f"set environment {eid} {runstate}",
+            body={"runstate": runstate},
+        )
+        data = yield from self._body(request)
+        return data
+
+    def delete(self, kind: Kind, resource_id: Any) -> Plan[bool]:
+        """Ask Skytap to delete; True if it was there, False if it was already gone."""
+        kind = check_kind(kind)
+        rid = check_id(resource_id, f"{kind} id")
+        try:
+            yield from self.call(
+                Request("DELETE", f"/{_COLLECTION[kind]}/{rid}", f"delete {kind} {rid}")
+            )
+        except SkytapNotFoundError:
+            return False
+        return True
+
+    # ---- tags
+
+    def _tags_path(self, kind: Kind, resource_id: Any) -> str:
+        kind = check_kind(kind)
+        return f"/v2/{_COLLECTION[kind]}/{check_id(resource_id, f'{kind} id')}/tags"
+
+    def list_tags(self, kind: Kind, resource_id: Any) -> Plan[list[dict[str, Any]]]:
+        path = self._tags_path(kind, resource_id)
+        data = yield from self._body(Request("GET", f"{path}.json", f"list tags of {kind}"))
+        return data if isinstance(data, list) else []
+
+    def add_tags(
+        self, kind: Kind, resource_id: Any, tags: Iterable[str]
+    ) -> Plan[list[dict[str, Any]]]:
+        """Add tags (Skytap ignores ones already there); answers the resource's tags."""
+        values = [check_name(t, "tag") for t in tags]
+        path = self._tags_path(kind, resource_id)
+        body = [{"value": v} for v in values]
+        data = yield from self._body(
+            Request("PUT", f"{path}.json", f"tag {kind} {resource_id}", body=body)
+        )
+        return data if isinstance(data, list) else []
+
+    def remove_tag(self, kind: Kind, resource_id: Any, tag_id: Any) -> Plan[None]:
+        path = self._tags_path(kind, resource_id)
+        tid = check_id(tag_id, "tag_id")
+        try:
+            yield from self.call(
+                Request("DELETE", f"{path}/{tid}.json", f"remove tag {tid} of {kind}")
+            )
+        except SkytapNotFoundError:
+            return None
+        return None
+
+    # ---- waiting
+
+    def wait_until_ready(
+        self,
+        kind: Kind,
+        resource_id: Any,
+        *,
+        timeout: float,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        log_every: float = 60.0,
+    ) -> Plan[dict[str, Any]]:
+        """Poll until the resource is no longer busy; answers it.
+
+        Backs off from ``poll_interval`` to ``max_poll_interval``; fails fast when its
+        ``error`` fills in or it disappears; logs progress every ``log_every`` seconds.
+        """
+        kind = check_kind(kind)
+        rid = check_id(resource_id, f"{kind} id")
+        start = self.clock()
+        interval = max(0.05, poll_interval)
+        last_log = start
+        while True:
+            try:
+                resource = yield from self.get(kind, rid)
+            except SkytapNotFoundError as err:
+                raise SkytapNotFoundError(
+                    f"wait for {kind} {rid}", 404, ["it disappeared while busy"], err.request_id
+                ) from err
+            state = readiness(kind, resource)
+            now = self.clock()
+            if state.state == "failed":
+                raise SkytapResourceFailedError(
+                    f"{describe(kind, rid, resource)} failed: {state.detail}"
+                )
+            if state.state == "ready":
+                self.log.info(
+                    "%s is ready after %s", describe(kind, rid, resource), _ago(now - start)
+                )
+                return resource
+            if now - start >= timeout:
+                raise SkytapWaitTimeoutError(
+                    f"{describe(kind, rid, resource)} still busy after {_ago(now - start)} "
+                    f"(timeout {timeout:.0f} s, {state.detail})"
+                )
+            if now - last_log >= log_every:
+                self.log.info(
+                    "%s: still busy after %s", describe(kind, rid, resource), _ago(now - start)
+                )
+                last_log = now
+            yield Sleep(min(interval, max(0.0, timeout - (now - start))))
+            interval = min(max_poll_interval, interval * 1.5)
+
+    def wait_until_gone(
+        self, kind: Kind, resource_id: Any, *, timeout: float, poll_interval: float = 2.0
+    ) -> Plan[None]:
+        """Poll until the resource answers 404 (after a delete)."""
+        kind = check_kind(kind)
+        rid = check_id(resource_id, f"{kind} id")
+        start = self.clock()
+        interval = max(0.05, poll_interval)
+        while True:
+            try:
+                resource = yield from self.get(kind, rid)
+            except SkytapNotFoundError:
+                return None
+            spent = self.clock() - start
+            if spent >= timeout:
+                raise SkytapWaitTimeoutError(
+                    f"{describe(kind, rid, resource)} still there {_ago(spent)} after delete"
+                )
+            yield Sleep(min(interval, max(0.0, timeout - spent)))
+            interval = min(30.0, interval * 1.5)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _query_safe(text: str) -> bool:
+    """Whether a value can go in Skytap's ``query`` (comma separates its terms)."""
+    return "," not in text and "*" not in text
+
+
+def _tag_values(resource: Mapping[str, Any]) -> set[str]:
+    tags = resource.get("tags") or []
+    return {
+        str(t.get("value") if isinstance(t, Mapping) else t).lower() for t in tags if t is not None
+    }
+
+
+def _numeric_id(resource: Mapping[str, Any]) -> int:
+    try:
+        return int(resource.get("id", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _next_link(header: str | None) -> str | None:
+    if not header:
+        return None
+    for part in header.split(","):
+        match = re.match(r"\s*<([^>]+)>\s*;(.*)", part)
+        if match and re.search(r'rel="?next"?', match.group(2)):
+            return match.group(1)
+    return None
+
+
+def _content_range_total(header: str | None) -> int | None:
+    if not header or "/" not in header:
+        return None
+    total = header.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def _same_origin(url: str, base_url: str) -> bool:
+    """Only follow links to the host we authenticate to: credentials never go elsewhere."""
+    a, b = urlsplit(url), urlsplit(base_url)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)

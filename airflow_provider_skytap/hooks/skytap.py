@@ -1,0 +1,438 @@
+"""SkytapHook (requests) and SkytapAsyncHook (httpx): two runners of the same API plans.
+
+What to send, how to read the answer and when to retry is decided once, in
+:mod:`airflow_provider_skytap.hooks.api`. The hooks only carry the requests and sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+import requests
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_skytap.hooks.api import (
+    DEFAULT_BASE_URL,
+    Kind,
+    Plan,
+    Request,
+    Response,
+    RetryPolicy,
+    SkytapApi,
+    SkytapError,
+    Sleep,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+USER_AGENT = "airflow-provider-skytap"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """What a ``skytap`` connection holds, checked. The token is kept out of ``repr``."""
+
+    conn_id: str
+    base_url: str
+    login: str
+    token: str = dataclasses.field(repr=False)
+    timeout: float = 60.0
+    verify_ssl: bool = True
+    retry_deadline: float = 600.0
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> ConnectionSettings:
+        """Read and check a connection; errors name the connection and the field."""
+        cid = conn.conn_id
+        if not conn.login:
+            raise ValueError(f"connection {cid!r}: login (the Skytap user name) is empty")
+        if not conn.password:
+            raise ValueError(f"connection {cid!r}: password (the API security token) is empty")
+        mask_secret(conn.password)
+        extra = conn.extra_dejson or {}
+        return cls(
+            conn_id=cid,
+            base_url=_base_url(conn.host, conn.port, cid),
+            login=conn.login,
+            token=conn.password,
+            timeout=_positive(extra, "timeout", 60.0, cid),
+            verify_ssl=_boolean(extra, "verify_ssl", True, cid),
+            retry_deadline=_positive(extra, "retry_deadline", 600.0, cid, allow_zero=True),
+        )
+
+
+def _base_url(host: str | None, port: int | None, cid: str) -> str:
+    if not host:
+        return DEFAULT_BASE_URL
+    url = host.strip().rstrip("/")
+    if "://" not in url:
+        url = f"https://{url}"
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"connection {cid!r}: host must be an http(s) URL, got {host!r}")
+    if port:
+        url = f"{url}:{int(port)}"
+    return url
+
+
+def _positive(
+    extra: dict[str, Any], key: str, default: float, cid: str, *, allow_zero: bool = False
+) -> float:
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or number < 0 or (number == 0 and not allow_zero):
+        raise ValueError(
+            f"connection {cid!r}: extra {key!r} must be a positive number, got {value!r}"
+        )
+    return number
+
+
+def _boolean(extra: dict[str, Any], key: str, default: bool, cid: str) -> bool:
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"connection {cid!r}: extra {key!r} must be true or false, got {value!r}")
+
+
+class _SkytapHookBase(BaseHook):
+    """Connection handling shared by the sync and async hooks."""
+
+    conn_name_attr = "skytap_conn_id"
+    default_conn_name = "skytap_default"
+    conn_type = "skytap"
+    hook_name = "Skytap"
+
+    def __init__(
+        self,
+        skytap_conn_id: str = default_conn_name,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.skytap_conn_id = skytap_conn_id
+        self._retry_policy = retry_policy
+
+    def _make_api(self, settings: ConnectionSettings) -> SkytapApi:
+        policy = self._retry_policy or RetryPolicy(deadline=settings.retry_deadline)
+        return SkytapApi(base_url=settings.base_url, policy=policy, log=self.log)
+
+
+class SkytapHook(_SkytapHookBase):
+    """Talk to Skytap's REST API: read, copy, save, tag, delete and wait, with safe retries.
+
+    Every call retries busy (423, or 409/422 saying busy), rate limited (429, honouring
+    ``Retry-After``), unavailable (5xx) and connection failures with capped exponential
+    backoff and jitter, until the connection's ``retry_deadline``. A POST that may have been
+    carried out is never blindly sent again: the copy is first looked up by its name.
+
+    :param skytap_conn_id: a connection of type ``skytap`` (login = user, password = token)
+    :param retry_policy: overrides the connection's retry deadline and backoff
+    """
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        return ConnectionSettings.from_connection(self.get_connection(self.skytap_conn_id))
+
+    @cached_property
+    def api(self) -> SkytapApi:
+        return self._make_api(self.settings)
+
+    def get_conn(self) -> requests.Session:
+        """The hook's one ``requests.Session`` (authenticated, pooled, no retries of its own)."""
+        return self._session
+
+    @cached_property
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        session.auth = (self.settings.login, self.settings.token)
+        session.verify = self.settings.verify_ssl
+        session.headers.update({"Accept": "application/json", "User-Agent": USER_AGENT})
+        adapter = HTTPAdapter(max_retries=0)  # retries are the plan's, not urllib3's
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def close(self) -> None:
+        if "_session" in self.__dict__:
+            self._session.close()
+            del self.__dict__["_session"]
+
+    def __enter__(self) -> SkytapHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the runner
+
+    def run(self, plan: Plan[T]) -> T:
+        """Carry out a plan from :class:`SkytapApi` with blocking I/O; answers its result."""
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                    step = plan.send(None)
+                else:
+                    step = plan.send(self._send(step))
+        except StopIteration as done:
+            return done.value
+
+    def _send(self, request: Request) -> Response | TransportError:
+        timeout = self.settings.timeout
+        try:
+            answer = self.get_conn().request(
+                request.method,
+                request.url or f"{self.settings.base_url}{request.path}",
+                params=None if request.url else request.params,
+                json=request.body,
+                timeout=(min(10.0, timeout), timeout),
+            )
+        except requests.exceptions.ConnectTimeout:
+            return TransportError("timed out connecting", sent=False)
+        except requests.exceptions.ReadTimeout:
+            return TransportError(f"no answer within {timeout:.0f} s", sent=True)
+        except requests.exceptions.ConnectionError as exc:
+            refused = _connection_refused(exc)
+            reason = "could not connect" if refused else "connection lost"
+            return TransportError(f"{reason} ({_root_cause(exc)})", sent=not refused)
+        except requests.exceptions.RequestException as exc:
+            return TransportError(f"connection lost ({_root_cause(exc)})", sent=True)
+        return Response(answer.status_code, dict(answer.headers), answer.content)
+
+    # ---- reads
+
+    def get_environment(self, environment_id: Any) -> dict[str, Any]:
+        """An environment with its VMs (runstate, interfaces, published services) and networks."""
+        return self.run(self.api.get("environment", environment_id))
+
+    def get_template(self, template_id: Any) -> dict[str, Any]:
+        return self.run(self.api.get("template", template_id))
+
+    def get_resource(self, kind: Kind, resource_id: Any) -> dict[str, Any]:
+        return self.run(self.api.get(kind, resource_id))
+
+    def list_environments(self, **filters: Any) -> list[dict[str, Any]]:
+        """Environments matching ``name``, ``name_prefix``, ``region``, ``tags`` (all pages)."""
+        return self.run(self.api.list_resources("environment", **filters))
+
+    def list_templates(self, **filters: Any) -> list[dict[str, Any]]:
+        """Templates matching ``name``, ``name_prefix``, ``region``, ``tags`` (all pages)."""
+        return self.run(self.api.list_resources("template", **filters))
+
+    def find(self, kind: Kind, name: str, *, region: str | None = None) -> dict[str, Any] | None:
+        """The environment or template with exactly this name (and region), or None."""
+        return self.run(self.api.find(kind, name, region=region))
+
+    def get_quotas(self) -> list[dict[str, Any]]:
+        return self.run(self.api.quotas())
+
+    # ---- copies
+
+    def copy_environment(self, environment_id: Any, **options: Any) -> dict[str, Any]:
+        """Copy an environment (live when running); see :meth:`SkytapApi.copy_environment`.
+
+        Answers the new environment, still busy: follow with :meth:`wait_until_ready`.
+        """
+        plan = self.api.copy_environment(environment_id, **options)
+        return self.run(plan)
+
+    def save_as_template(
+        self, environment_id: Any, *, name: str | None = None, description: str | None = None
+    ) -> dict[str, Any]:
+        """Save an environment as a template; answers the new template, still busy."""
+        plan = self.api.save_as_template(environment_id, name=name, description=description)
+        return self.run(plan)
+
+    def copy_template(self, template_id: Any, **options: Any) -> dict[str, Any]:
+        """Copy a template, in its region or to ``target_region``; answers it, still busy."""
+        return self.run(self.api.copy_template(template_id, **options))
+
+    # ---- changes
+
+    def update(self, kind: Kind, resource_id: Any, **fields: Any) -> dict[str, Any]:
+        """Rename and/or describe (``name``, ``description``) an environment or template."""
+        return self.run(self.api.update(kind, resource_id, **fields))
+
+    def set_runstate(
+        self, environment_id: Any, runstate: str, *, wait: bool = True, timeout: float = 1200
+    ) -> dict[str, Any]:
+        """Change an environment's runstate; with ``wait``, answers it once settled."""
+        result = self.run(self.api.set_runstate(environment_id, runstate))
+        if wait:
+            result = self.wait_until_ready("environment", environment_id, timeout=timeout)
+            if result.get("runstate") != runstate:
+                raise SkytapError(
+                    f"environment {environment_id} settled as {result.get('runstate')!r}, "
+                    f"not {runstate!r}"
+                )
+        return result
+
+    def delete(
+        self, kind: Kind, resource_id: Any, *, wait: bool = True, timeout: float = 600
+    ) -> bool:
+        """Delete; with ``wait``, returns once Skytap answers 404. False if already gone."""
+        existed = self.run(self.api.delete(kind, resource_id))
+        if existed and wait:
+            self.run(self.api.wait_until_gone(kind, resource_id, timeout=timeout))
+        return bool(existed)
+
+    def add_tags(self, kind: Kind, resource_id: Any, tags: Iterable[str]) -> list[dict[str, Any]]:
+        return self.run(self.api.add_tags(kind, resource_id, tags))
+
+    def list_tags(self, kind: Kind, resource_id: Any) -> list[dict[str, Any]]:
+        return self.run(self.api.list_tags(kind, resource_id))
+
+    def remove_tag(self, kind: Kind, resource_id: Any, tag_id: Any) -> None:
+        self.run(self.api.remove_tag(kind, resource_id, tag_id))
+
+    # ---- waiting
+
+    def wait_until_ready(
+        self, kind: Kind, resource_id: Any, *, timeout: float = 3600, **polling: Any
+    ) -> dict[str, Any]:
+        """Poll until not busy; fail fast on ``error`` or 404 (``SkytapApi.wait_until_ready``)."""
+        plan = self.api.wait_until_ready(kind, resource_id, timeout=timeout, **polling)
+        return self.run(plan)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """For the UI's Test button: one cheap authenticated read, 15 s at most."""
+        try:
+            settings = self.settings
+            quick = dataclasses.replace(
+                self._make_api(settings),
+                policy=RetryPolicy(deadline=min(15.0, settings.retry_deadline)),
+            )
+            self.run(
+                quick.call(
+                    Request("GET", "/v2/configurations", "test connection", params={"count": 1})
+                )
+            )
+        except (SkytapError, ValueError) as err:
+            return False, str(err)
+        return True, f"Connected to {settings.base_url} as {settings.login}"
+
+
+class SkytapAsyncHook(_SkytapHookBase):
+    """The async twin of :class:`SkytapHook` for triggers: the same plans, run on httpx.
+
+    :param skytap_conn_id: a connection of type ``skytap``
+    :param retry_policy: overrides the connection's retry deadline and backoff
+    """
+
+    _settings: ConnectionSettings | None = None
+
+    async def get_settings(self) -> ConnectionSettings:
+        if self._settings is None:
+            conn = await self.aget_connection(self.skytap_conn_id)
+            self._settings = ConnectionSettings.from_connection(conn)
+        return self._settings
+
+    async def get_api(self) -> SkytapApi:
+        return self._make_api(await self.get_settings())
+
+    async def run(self, plan: Plan[T]) -> T:
+        """Carry out a plan from :class:`SkytapApi` on one httpx client; answers its result."""
+        settings = await self.get_settings()
+        async with httpx.AsyncClient(
+            auth=(settings.login, settings.token),
+            verify=settings.verify_ssl,
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            timeout=httpx.Timeout(settings.timeout, connect=min(10.0, settings.timeout)),
+        ) as client:
+            try:
+                step = next(plan)
+                while True:
+                    if isinstance(step, Sleep):
+                        await asyncio.sleep(step.seconds)
+                        step = plan.send(None)
+                    else:
+                        step = plan.send(await self._send(client, settings, step))
+            except StopIteration as done:
+                return done.value
+
+    @staticmethod
+    async def _send(
+        client: httpx.AsyncClient, settings: ConnectionSettings, request: Request
+    ) -> Response | TransportError:
+        try:
+            answer = await client.request(
+                request.method,
+                request.url or f"{settings.base_url}{request.path}",
+                params=None if request.url else request.params,
+                json=request.body,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            return TransportError(f"could not connect ({type(exc).__name__})", sent=False)
+        except httpx.TimeoutException:
+            return TransportError(f"no answer within {settings.timeout:.0f} s", sent=True)
+        except httpx.TransportError as exc:
+            return TransportError(f"connection lost ({type(exc).__name__})", sent=True)
+        return Response(answer.status_code, dict(answer.headers), answer.content)
+
+    async def get_resource(self, kind: Kind, resource_id: Any) -> dict[str, Any]:
+        api = await self.get_api()
+        return await self.run(api.get(kind, resource_id))
+
+    async def wait_until_ready(
+        self, kind: Kind, resource_id: Any, *, timeout: float = 3600, **polling: Any
+    ) -> dict[str, Any]:
+        api = await self.get_api()
+        plan = api.wait_until_ready(kind, resource_id, timeout=timeout, **polling)
+        return await self.run(plan)
+
+
+def _connection_refused(exc: BaseException) -> bool:
+    """Whether a requests ConnectionError happened before anything was sent."""
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, NewConnectionError | ConnectionRefusedError):
+            return True
+        if isinstance(current, MaxRetryError):
+            todo.append(current.reason)
+        todo.extend(a for a in current.args if isinstance(a, BaseException))
+        todo.extend([current.__cause__, current.__context__])
+    return False
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost exception's class name: enough to tell a reset from a refusal."""
+    current: BaseException = exc
+    for _ in range(10):
+        inner = next((a for a in current.args if isinstance(a, BaseException)), None)
+        inner = inner or current.__cause__ or current.__context__
+        if inner is None:
+            break
+        current = inner
+    return type(current).__name__

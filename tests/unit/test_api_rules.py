@@ -1,0 +1,189 @@
+"""The retry, error, pagination and readiness rules of hooks/api.py, which need no server."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import pytest
+
+from airflow_provider_skytap.hooks.api import (
+    Request,
+    Response,
+    RetryPolicy,
+    SkytapApi,
+    SkytapAPIError,
+    SkytapAuthError,
+    SkytapNotFoundError,
+    Sleep,
+    TransportError,
+    api_error,
+    check_id,
+    check_region,
+    check_vm_ids,
+    classify,
+    error_messages,
+    parse_retry_after,
+    readiness,
+)
+
+GET = Request("GET", "/v2/configurations/1", "get environment 1")
+POST = Request("POST", "/configurations", "copy environment 1", body={"configuration_id": "1"})
+
+
+def answer(status: int, body: bytes = b"", **headers: str) -> Response:
+    return Response(status, {k.replace("_", "-"): v for k, v in headers.items()}, body)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "retry"),
+    [
+        (423, b'{"error": "Environment is busy"}', True),
+        (429, b'{"error": "Too many requests"}', True),
+        (409, b'{"error": "The resource is busy, try again"}', True),
+        (422, b'{"errors": ["Configuration 1 is busy"]}', True),
+        (409, b'{"error": "Name already taken"}', False),
+        (422, b'{"errors": ["Region Mars is not valid"]}', False),
+        (500, b'{"error": "Internal"}', True),
+        (503, b"Service Unavailable", True),
+        (401, b'{"error": "Unauthorized"}', False),
+        (404, b'{"error": "Not found"}', False),
+        (400, b'{"error": "Bad"}', False),
+    ],
+)
+def test_which_answers_are_retried(status: int, body: bytes, retry: bool) -> None:
+    verdict = classify(GET, answer(status, body))
+    assert verdict is not None
+    assert verdict.retry is retry
+
+
+def test_success_needs_no_verdict() -> None:
+    assert classify(GET, answer(200, b"{}")) is None
+    assert classify(POST, answer(201, b"{}")) is None
+
+
+def test_only_a_post_that_may_have_run_is_ambiguous() -> None:
+    assert classify(POST, answer(503)).ambiguous  # type: ignore[union-attr]
+    assert classify(POST, TransportError("reset", sent=True)).ambiguous  # type: ignore[union-attr]
+    assert not classify(POST, TransportError("refused", sent=False)).ambiguous  # type: ignore[union-attr]
+    assert not classify(POST, answer(423)).ambiguous  # type: ignore[union-attr]
+    assert not classify(GET, answer(503)).ambiguous  # type: ignore[union-attr]
+
+
+def test_retry_after_is_read_from_a_429() -> None:
+    verdict = classify(GET, answer(429, Retry_After="7"))
+    assert verdict is not None and verdict.retry_after == 7.0
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("Wed, 25 Nov 2026 10:00:10 GMT", now=1795600800.0) == 10.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("-5") == 0.0
+
+
+def test_backoff_grows_is_capped_jittered_and_never_undercuts_retry_after() -> None:
+    policy = RetryPolicy(base=1.0, cap=8.0, rng=random.Random(7))
+    for attempt, step in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
+        delays = {policy.delay(attempt) for _ in range(50)}
+        assert all(step / 2 <= d <= step for d in delays), (attempt, delays)
+        assert len(delays) > 1  # jittered
+    assert all(policy.delay(1, retry_after=5.0) >= 5.0 for _ in range(20))
+
+
+def test_error_messages_read_both_skytap_shapes() -> None:
+    assert error_messages(answer(422, b'{"errors": ["a", "b"]}')) == ["a", "b"]
+    assert error_messages(answer(423, b'{"error": "busy"}')) == ["busy"]
+    assert error_messages(answer(502, b"<html>Bad Gateway</html>")) == ["<html>Bad Gateway</html>"]
+
+
+def test_api_error_names_action_status_message_and_request_id() -> None:
+    err = api_error(
+        POST, answer(422, b'{"errors": ["Region Mars is not valid"]}', X_Request_ID="req-42")
+    )
+    assert str(err) == (
+        "copy environment 1: HTTP 422: Region Mars is not valid (request id req-42)"
+    )
+    assert isinstance(api_error(GET, answer(404, b"{}")), SkytapNotFoundError)
+    auth = api_error(GET, answer(401, b'{"error": "Unauthorized"}'))
+    assert isinstance(auth, SkytapAuthError)
+    assert "API security token" in str(auth)
+    # Airflow pickles exceptions between processes: the details must survive.
+    again = pickle.loads(pickle.dumps(err))
+    assert (again.status, again.request_id, str(again)) == (422, "req-42", str(err))
+
+
+@pytest.mark.parametrize(
+    ("kind", "resource", "state"),
+    [
+        ("environment", {"runstate": "busy"}, "busy"),
+        ("environment", {"runstate": "stopped"}, "ready"),
+        ("environment", {"runstate": "running", "error": "disk copy failed"}, "failed"),
+        ("environment", {"runstate": "stopped", "errors": ["x"]}, "failed"),
+        ("template", {"busy": True}, "busy"),
+        ("template", {"busy": None}, "ready"),
+        ("template", {"busy": False}, "ready"),
+        ("template", {"busy": False, "error": "copy failed"}, "failed"),
+    ],
+)
+def test_readiness(kind: str, resource: dict, state: str) -> None:
+    assert readiness(kind, resource).state == state  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "12; rm -rf /", "../1", None, True, "1 2", "1" * 21])
+def test_ids_are_checked_and_the_error_names_field_and_value(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"environment_id must be a Skytap id .*got"):
+        check_id(bad, "environment_id")
+
+
+def test_good_ids_and_regions_pass() -> None:
+    assert check_id(1001, "environment_id") == "1001"
+    assert check_id(" 1001 ", "environment_id") == "1001"
+    assert check_region("US-East-2") == "US-East-2"
+    assert check_vm_ids(["1", 2]) == ["1", "2"]
+
+
+@pytest.mark.parametrize("bad", ["", "EMEA;ls", "us west", None, 5])
+def test_bad_regions_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError, match="target_region must be a Skytap region name"):
+        check_region(bad)
+
+
+def test_vm_ids_must_be_a_non_empty_list() -> None:
+    with pytest.raises(ValueError, match="vm_ids must be a list"):
+        check_vm_ids("2001")
+    with pytest.raises(ValueError, match="at least one VM"):
+        check_vm_ids([])
+
+
+def test_pagination_never_follows_a_link_to_another_host() -> None:
+    api = SkytapApi(base_url="https://cloud.skytap.com")
+    first = Request("GET", "/v2/templates", "list templates", params={"count": 100, "offset": 0})
+    same = answer(200, Link='<https://cloud.skytap.com/v2/templates?offset=100>; rel="next"')
+    step = api._next_page(first, same, received=100, got=100)
+    assert step is not None and step.url == "https://cloud.skytap.com/v2/templates?offset=100"
+
+    foreign = answer(
+        200,
+        Link='<https://evil.example/v2/templates?offset=100>; rel="next"',
+        Content_Range="items 0-99/250",
+    )
+    step = api._next_page(first, foreign, received=100, got=100)
+    assert step is not None and step.url is None and step.params["offset"] == 100  # type: ignore[index]
+    last = answer(200, Content_Range="items 200-249/250")
+    assert api._next_page(first, last, received=250, got=50) is None
+
+
+def test_a_call_gives_up_at_its_deadline_with_the_last_error() -> None:
+    ticks = iter(range(0, 1000, 10))  # each look at the clock: 10 s later
+    api = SkytapApi(policy=RetryPolicy(deadline=25, base=1, cap=1), clock=lambda: next(ticks))
+    plan = api.call(GET)
+    assert next(plan) == GET
+    sleeps = 0
+    with pytest.raises(SkytapAPIError, match=r"HTTP 503: 503 Service Unavailable: gave up after 3"):
+        for _ in range(10):
+            assert isinstance(plan.send(answer(503, b'{"error": "Service Unavailable"}')), Sleep)
+            sleeps += 1
+            assert plan.send(None) == GET
+    assert sleeps == 2
