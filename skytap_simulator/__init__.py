@@ -1,0 +1,1 @@
+"""An embedded stand-in for Skytap's REST API (see SIMULATOR.md)."""

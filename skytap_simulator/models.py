@@ -1,0 +1,203 @@
+"""Data models of the simulated Skytap account (pydantic, so state files and seeds validate)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REGIONS: tuple[str, ...] = (
+    "US-West",
+    "US-Central",
+    "US-East-2",
+    "EMEA",
+    "APAC-2",
+    "UK-London-M-1",
+    "DE-Frankfurt-I-1",
+    "AU-Sydney-I-1",
+    "CAN-Toronto",
+)
+ENV_RUNSTATES: tuple[str, ...] = ("running", "suspended", "stopped", "halted")
+Kind = Literal["configuration", "template"]
+CONFIGURATION: Kind = "configuration"
+TEMPLATE: Kind = "template"
+
+
+class Config(BaseModel):
+    """Account settings and simulated durations (seconds, multiplied by ``time_scale``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    copy_seconds: float = Field(default=5.0, ge=0)
+    region_copy_seconds: float = Field(default=20.0, ge=0)
+    delete_seconds: float = Field(default=1.0, ge=0)
+    transition_seconds: float = Field(default=2.0, ge=0)
+    time_scale: float = Field(default=1.0, gt=0)
+    rate_limit_per_s: float | None = Field(default=None, gt=0)
+    live_clone: bool = True
+    source_lock: bool = True
+    #: False: a copy ignores the requested name and is called "<source> - Copy", which
+    #: Skytap's Go SDK (rename after create) suggests some calls do.
+    copy_names: bool = True
+
+
+class Service(BaseModel):
+    """A published service: a VM port reachable from outside."""
+
+    id: str = ""
+    internal_port: int = 22
+    external_ip: str = "127.0.0.1"
+    external_port: int = 0
+
+
+class Interface(BaseModel):
+    """A VM's network adapter."""
+
+    id: str = ""
+    ip: str = ""
+    hostname: str = ""
+    network_id: str = ""
+    services: list[Service] = Field(default_factory=list)
+
+
+class Disk(BaseModel):
+    """A virtual disk; ``size`` in MB."""
+
+    id: str = ""
+    size: int = 20480
+    type: str = "SCSI"
+
+
+class Hardware(BaseModel):
+    """CPU, RAM (MB) and disks of a VM."""
+
+    cpus: int = 1
+    ram: int = 1024
+    disks: list[Disk] = Field(default_factory=lambda: [Disk()])
+
+
+class VM(BaseModel):
+    """A virtual machine; ``disk_image`` is simulator-internal and never shown by the API."""
+
+    id: str = ""
+    name: str = "vm"
+    runstate: str | None = None
+    error: str | None = None
+    hardware: Hardware = Field(default_factory=Hardware)
+    interfaces: list[Interface] = Field(default_factory=list)
+    disk_image: str | None = None
+
+
+class Network(BaseModel):
+    """An environment network."""
+
+    id: str = ""
+    name: str = "Default Network"
+    network_type: str = "automatic"
+    subnet: str = "10.0.0.0/24"
+    domain: str = "skytap.example"
+
+
+class Tag(BaseModel):
+    """A tag on an environment or template."""
+
+    id: str = ""
+    value: str
+
+
+class Resource(BaseModel):
+    """An environment (``configuration``) or a template."""
+
+    kind: Kind = "configuration"
+    id: str = ""
+    name: str = "unnamed"
+    description: str = ""
+    region: str = "US-West"
+    owner: str = "demo"
+    runstate: str = "stopped"
+    vms: list[VM] = Field(default_factory=list)
+    networks: list[Network] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list)
+    lockversion: int = 1
+    error: str | None = None
+    created_at: float = 0.0
+    job_id: str | None = None
+    transition_to: str | None = None
+    transition_until: float | None = None
+    delete_until: float | None = None
+    deleted: bool = False
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags_from_strings(cls, value: Any) -> Any:
+        """Let seeds give tags as plain strings."""
+        if isinstance(value, list):
+            return [{"value": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+class ImageTask(BaseModel):
+    """One VM disk image being copied for a job."""
+
+    vm_id: str
+    src: str
+    dst: str
+    done: bool = False
+    error: str | None = None
+
+
+class Job(BaseModel):
+    """An asynchronous copy: environment copy, save as template, template copy, region copy."""
+
+    id: str
+    source_kind: Kind
+    source_id: str
+    target_kind: Kind
+    target_id: str
+    region: str
+    region_copy: bool = False
+    live: bool = True
+    requested_at: float
+    start_at: float
+    ready_at: float
+    fail_message: str | None = None
+    suspended_vm_ids: list[str] = Field(default_factory=list)
+    restore_runstate: str | None = None
+    images: list[ImageTask] = Field(default_factory=list)
+    done: bool = False
+    finished_at: float | None = None
+
+
+class User(BaseModel):
+    """An API user: HTTP Basic ``username:token``."""
+
+    username: str
+    token: str
+
+
+class Quota(BaseModel):
+    """A company quota's limit; usage is computed."""
+
+    quota_type: str
+    units: str
+    limit: int
+
+
+DEFAULT_QUOTAS: list[dict[str, Any]] = [
+    {"quota_type": "concurrent_vms", "units": "virtual machines", "limit": 100},
+    {"quota_type": "concurrent_storage_size", "units": "MB", "limit": 10_000_000},
+]
+
+
+class StateDoc(BaseModel):
+    """Everything the simulator persists (``--state-file``)."""
+
+    config: Config = Field(default_factory=Config)
+    users: list[User] = Field(default_factory=list)
+    quotas: list[Quota] = Field(default_factory=list)
+    environments: dict[str, Resource] = Field(default_factory=dict)
+    templates: dict[str, Resource] = Field(default_factory=dict)
+    jobs: dict[str, Job] = Field(default_factory=dict)
+    region_free_at: dict[str, float] = Field(default_factory=dict)
+    next_id: int = 10000
+    next_port: int = 40000

@@ -1,0 +1,50 @@
+"""Session-wide simulator fixtures; subdirectories add their own fixtures in their conftests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from skytap_simulator.control import SimulatorAdmin, SimulatorProcess
+from skytap_simulator.seed import default_seed
+
+SHORT_DURATIONS = {
+    "copy_seconds": 0.5,
+    "region_copy_seconds": 1.0,
+    "delete_seconds": 0.2,
+    "transition_seconds": 0.2,
+}
+
+
+@dataclass(frozen=True)
+class Sim:
+    """A reset simulator: its base URL, admin client and the default user's credentials."""
+
+    url: str
+    admin: SimulatorAdmin
+    username: str
+    token: str
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        """``(username, token)`` for HTTP Basic auth."""
+        return (self.username, self.token)
+
+
+@pytest.fixture(scope="session")
+def simulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorProcess]:
+    """One simulator subprocess for the whole session (time_scale 1, a temporary data dir)."""
+    with SimulatorProcess(data_dir=tmp_path_factory.mktemp("sim-data"), time_scale=1.0) as proc:
+        yield proc
+
+
+@pytest.fixture
+def sim(simulator_process: SimulatorProcess) -> Sim:
+    """The session simulator reset to the default seed, short durations and no faults."""
+    admin = simulator_process.admin
+    admin.reset()
+    admin.config(**SHORT_DURATIONS)
+    user = default_seed()["users"][0]
+    return Sim(simulator_process.url, admin, user["username"], user["token"])
