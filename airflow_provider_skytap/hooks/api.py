@@ -356,8 +356,8 @@ def describe(kind: Kind, resource_id: str, resource: Mapping[str, Any] | None = 
     return f"{kind} {resource_id}" + (f" ({name!r})" if name else "")
 
 
-def _ago(seconds: float) -> str:
-    seconds = int(seconds)
+def _ago(elapsed: float) -> str:
+    seconds = round(elapsed)
     if seconds < 120:
         return f"{seconds} s"
     if seconds < 7200:
@@ -560,15 +560,33 @@ class SkytapApi:
     def _create(
         self, kind: Kind, body: dict[str, Any], action: str, region: str | None
     ) -> Plan[dict[str, Any]]:
+        """POST a copy so that a retry never makes a second one.
+
+        Skytap takes no idempotency key, so the copy's name is the key: the ids that
+        already carry the name are noted first, and after an ambiguous failure only a
+        resource with that name and a new id counts as the one this POST made.
+        """
         name = body["name"]
+        existing = yield from self.list_resources(kind, name=name, region=region)
+        before = {str(r.get("id")) for r in existing}
 
         def recover() -> Plan[Any]:
-            found = yield from self.find(kind, name, region=region)
-            return found
+            matches = yield from self.list_resources(kind, name=name, region=region)
+            fresh = [m for m in matches if str(m.get("id")) not in before]
+            return max(fresh, key=_numeric_id) if fresh else None
 
         request = Request("POST", f"/{_COLLECTION[kind]}", action, body=body)
         data, _ = yield from self.call(request, recover=recover)
-        self.log.info("%s: made %s", action, describe(kind, str(data.get("id")), data))
+        made = describe(kind, str(data.get("id")), data)
+        self.log.info("%s: made %s", action, made)
+        if data.get("name") != name:
+            self.log.warning(
+                "%s: Skytap named the copy %r, not %r as asked; a retry cannot recognise "
+                "a copy by a name it does not carry, so check the account's behaviour",
+                action,
+                data.get("name"),
+                name,
+            )
         return data
 
     def copy_environment(

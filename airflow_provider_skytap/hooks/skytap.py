@@ -28,13 +28,30 @@ from airflow_provider_skytap.hooks.api import (
     Response,
     RetryPolicy,
     SkytapApi,
+    SkytapAPIError,
+    SkytapAuthError,
     SkytapError,
+    SkytapNotFoundError,
+    SkytapResourceFailedError,
+    SkytapWaitTimeoutError,
     Sleep,
     TransportError,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
+
+__all__ = [
+    "ConnectionSettings",
+    "SkytapAPIError",
+    "SkytapAsyncHook",
+    "SkytapAuthError",
+    "SkytapError",
+    "SkytapHook",
+    "SkytapNotFoundError",
+    "SkytapResourceFailedError",
+    "SkytapWaitTimeoutError",
+]
 
 USER_AGENT = "airflow-provider-skytap"
 T = TypeVar("T")
@@ -236,13 +253,33 @@ class SkytapHook(_SkytapHookBase):
     def get_resource(self, kind: Kind, resource_id: Any) -> dict[str, Any]:
         return self.run(self.api.get(kind, resource_id))
 
-    def list_environments(self, **filters: Any) -> list[dict[str, Any]]:
-        """Environments matching ``name``, ``name_prefix``, ``region``, ``tags`` (all pages)."""
-        return self.run(self.api.list_resources("environment", **filters))
+    def list_environments(
+        self,
+        *,
+        name: str | None = None,
+        name_prefix: str | None = None,
+        region: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Environments matching every filter given (all pages are read)."""
+        plan = self.api.list_resources(
+            "environment", name=name, name_prefix=name_prefix, region=region, tags=tags
+        )
+        return self.run(plan)
 
-    def list_templates(self, **filters: Any) -> list[dict[str, Any]]:
-        """Templates matching ``name``, ``name_prefix``, ``region``, ``tags`` (all pages)."""
-        return self.run(self.api.list_resources("template", **filters))
+    def list_templates(
+        self,
+        *,
+        name: str | None = None,
+        name_prefix: str | None = None,
+        region: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Templates matching every filter given (all pages are read)."""
+        plan = self.api.list_resources(
+            "template", name=name, name_prefix=name_prefix, region=region, tags=tags
+        )
+        return self.run(plan)
 
     def find(self, kind: Kind, name: str, *, region: str | None = None) -> dict[str, Any] | None:
         """The environment or template with exactly this name (and region), or None."""
@@ -253,12 +290,27 @@ class SkytapHook(_SkytapHookBase):
 
     # ---- copies
 
-    def copy_environment(self, environment_id: Any, **options: Any) -> dict[str, Any]:
-        """Copy an environment (live when running); see :meth:`SkytapApi.copy_environment`.
+    def copy_environment(
+        self,
+        environment_id: Any,
+        *,
+        name: str | None = None,
+        vm_ids: Iterable[Any] | None = None,
+        target_region: str | None = None,
+        live_copy: bool | None = None,
+    ) -> dict[str, Any]:
+        """Copy an environment (live when running), in its region or to ``target_region``.
 
         Answers the new environment, still busy: follow with :meth:`wait_until_ready`.
+        ``live_copy`` is sent only when given (Skytap's default applies otherwise).
         """
-        plan = self.api.copy_environment(environment_id, **options)
+        plan = self.api.copy_environment(
+            environment_id,
+            name=name,
+            vm_ids=vm_ids,
+            target_region=target_region,
+            live_copy=live_copy,
+        )
         return self.run(plan)
 
     def save_as_template(
@@ -268,15 +320,33 @@ class SkytapHook(_SkytapHookBase):
         plan = self.api.save_as_template(environment_id, name=name, description=description)
         return self.run(plan)
 
-    def copy_template(self, template_id: Any, **options: Any) -> dict[str, Any]:
+    def copy_template(
+        self,
+        template_id: Any,
+        *,
+        name: str | None = None,
+        target_region: str | None = None,
+        live_copy: bool | None = None,
+        vm_ids: Iterable[Any] | None = None,
+    ) -> dict[str, Any]:
         """Copy a template, in its region or to ``target_region``; answers it, still busy."""
-        return self.run(self.api.copy_template(template_id, **options))
+        plan = self.api.copy_template(
+            template_id, name=name, target_region=target_region, live_copy=live_copy, vm_ids=vm_ids
+        )
+        return self.run(plan)
 
     # ---- changes
 
-    def update(self, kind: Kind, resource_id: Any, **fields: Any) -> dict[str, Any]:
-        """Rename and/or describe (``name``, ``description``) an environment or template."""
-        return self.run(self.api.update(kind, resource_id, **fields))
+    def update(
+        self,
+        kind: Kind,
+        resource_id: Any,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Rename and/or describe an environment or template."""
+        return self.run(self.api.update(kind, resource_id, name=name, description=description))
 
     def set_runstate(
         self, environment_id: Any, runstate: str, *, wait: bool = True, timeout: float = 1200
@@ -313,19 +383,39 @@ class SkytapHook(_SkytapHookBase):
     # ---- waiting
 
     def wait_until_ready(
-        self, kind: Kind, resource_id: Any, *, timeout: float = 3600, **polling: Any
+        self,
+        kind: Kind,
+        resource_id: Any,
+        *,
+        timeout: float = 3600,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        log_every: float = 60.0,
     ) -> dict[str, Any]:
-        """Poll until not busy; fail fast on ``error`` or 404 (``SkytapApi.wait_until_ready``)."""
-        plan = self.api.wait_until_ready(kind, resource_id, timeout=timeout, **polling)
+        """Poll until not busy, backing off; fail fast on ``error`` or 404; log progress.
+
+        :param timeout: seconds before :class:`SkytapWaitTimeoutError`
+        :param poll_interval: the first pause between polls; grows 1.5x per poll
+        :param max_poll_interval: the longest pause between polls
+        :param log_every: seconds between "still busy" log lines
+        """
+        plan = self.api.wait_until_ready(
+            kind,
+            resource_id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            log_every=log_every,
+        )
         return self.run(plan)
 
     def test_connection(self) -> tuple[bool, str]:
-        """For the UI's Test button: one cheap authenticated read, 15 s at most."""
+        """For the UI's Test button: one cheap authenticated read, 10 s at most."""
         try:
             settings = self.settings
             quick = dataclasses.replace(
                 self._make_api(settings),
-                policy=RetryPolicy(deadline=min(15.0, settings.retry_deadline)),
+                policy=RetryPolicy(deadline=min(10.0, settings.retry_deadline)),
             )
             self.run(
                 quick.call(
@@ -399,10 +489,25 @@ class SkytapAsyncHook(_SkytapHookBase):
         return await self.run(api.get(kind, resource_id))
 
     async def wait_until_ready(
-        self, kind: Kind, resource_id: Any, *, timeout: float = 3600, **polling: Any
+        self,
+        kind: Kind,
+        resource_id: Any,
+        *,
+        timeout: float = 3600,
+        poll_interval: float = 5.0,
+        max_poll_interval: float = 60.0,
+        log_every: float = 60.0,
     ) -> dict[str, Any]:
+        """The async :meth:`SkytapHook.wait_until_ready`: the same plan, on httpx."""
         api = await self.get_api()
-        plan = api.wait_until_ready(kind, resource_id, timeout=timeout, **polling)
+        plan = api.wait_until_ready(
+            kind,
+            resource_id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            log_every=log_every,
+        )
         return await self.run(plan)
 
 
