@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from skytap_simulator.control import SimulatorProcess
@@ -33,7 +34,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="    | %(message)s")
     with (
         tempfile.TemporaryDirectory(prefix="skytap-demo-") as data_dir,
-        SimulatorProcess(data_dir=data_dir) as sim,
+        SimulatorProcess(data_dir=Path(data_dir)) as sim,
     ):
         os.environ["AIRFLOW_CONN_SKYTAP_DEFAULT"] = json.dumps(
             {"conn_type": "skytap", "host": sim.url, "login": USER, "password": TOKEN}
