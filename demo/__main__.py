@@ -101,7 +101,9 @@ def run_backup() -> None:
     )
 
     hook.add_tags("template", dr["id"], ["nightly-backup", f"source-{ENV}"])
-    found = hook.list_templates(tags=["nightly-backup", f"source-{ENV}"], region=DR_REGION)
+    found = hook.list_resources(
+        "template", tags=["nightly-backup", f"source-{ENV}"], region=DR_REGION
+    )
     say(f"5. tagged; the DR templates of environment {ENV}: {[t['id'] for t in found]}")
 
     hook.delete("environment", copy["id"], timeout=120)

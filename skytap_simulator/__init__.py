@@ -1,1 +1,1 @@
-"""An embedded stand-in for Skytap's REST API (see SIMULATOR.md)."""
+"""An embedded stand-in for Skytap's REST API (see README.md, "The Skytap simulator")."""

@@ -1,4 +1,4 @@
-"""``python -m skytap_simulator``: run the simulator with uvicorn (see SIMULATOR.md)."""
+"""``python -m skytap_simulator``: run the simulator with uvicorn (options: README.md)."""
 
 from __future__ import annotations
 

@@ -428,16 +428,19 @@ class SkytapApi:
             delay = self.policy.delay(attempt, verdict.retry_after)
             spent = self.clock() - start
             if spent + delay > self.policy.deadline:
-                status = outcome.status if isinstance(outcome, Response) else None
-                request_id = outcome.request_id if isinstance(outcome, Response) else None
-                raise SkytapAPIError(
-                    request.action,
-                    status,
-                    [verdict.reason],
-                    request_id,
+                gave_up = (
                     f"gave up after {attempt} attempts in {spent:.0f} s "
-                    f"(retry deadline {self.policy.deadline:.0f} s)",
+                    f"(retry deadline {self.policy.deadline:.0f} s)"
                 )
+                if isinstance(outcome, Response):
+                    raise SkytapAPIError(
+                        request.action,
+                        outcome.status,
+                        error_messages(outcome),
+                        outcome.request_id,
+                        gave_up,
+                    )
+                raise SkytapAPIError(request.action, None, [outcome.description], None, gave_up)
             self.log.warning(
                 "%s: %s; retry %d in %.1f s", request.action, verdict.reason, attempt, delay
             )

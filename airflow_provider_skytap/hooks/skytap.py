@@ -253,31 +253,25 @@ class SkytapHook(_SkytapHookBase):
     def get_resource(self, kind: Kind, resource_id: Any) -> dict[str, Any]:
         return self.run(self.api.get(kind, resource_id))
 
-    def list_environments(
+    def list_resources(
         self,
+        kind: Kind,
         *,
         name: str | None = None,
         name_prefix: str | None = None,
         region: str | None = None,
         tags: Iterable[str] = (),
     ) -> list[dict[str, Any]]:
-        """Environments matching every filter given (all pages are read)."""
-        plan = self.api.list_resources(
-            "environment", name=name, name_prefix=name_prefix, region=region, tags=tags
-        )
-        return self.run(plan)
+        """Environments or templates matching every filter given (all pages are read).
 
-    def list_templates(
-        self,
-        *,
-        name: str | None = None,
-        name_prefix: str | None = None,
-        region: str | None = None,
-        tags: Iterable[str] = (),
-    ) -> list[dict[str, Any]]:
-        """Templates matching every filter given (all pages are read)."""
+        :param kind: ``environment`` or ``template``
+        :param name: exactly this name
+        :param name_prefix: names starting with this
+        :param region: in this region
+        :param tags: carrying all of these tags
+        """
         plan = self.api.list_resources(
-            "template", name=name, name_prefix=name_prefix, region=region, tags=tags
+            kind, name=name, name_prefix=name_prefix, region=region, tags=tags
         )
         return self.run(plan)
 

@@ -91,15 +91,15 @@ def test_a_bad_region_fails_at_once_with_skytaps_message(hook: SkytapHook, sim: 
 def test_list_follows_pagination_and_filters(hook: SkytapHook, sim: Any) -> None:
     sim.admin.reset(seed=seed_with_templates(sim, 250))
     sim.admin.clear_requests()
-    everything = hook.list_templates()
+    everything = hook.list_resources("template")
     assert len(everything) == 251  # base-linux and 250 more
     assert len({t["id"] for t in everything}) == 251
     pages = [r for r in api_requests(sim) if r["method"] == "GET"]
     assert len(pages) == 3  # 100 + 100 + 51
 
-    assert [t["name"] for t in hook.list_templates(name="bulk-0042")] == ["bulk-0042"]
-    assert len(hook.list_templates(name_prefix="bulk-00")) == 100
-    assert {t["region"] for t in hook.list_templates(region="EMEA")} == {"EMEA"}
+    assert [t["name"] for t in hook.list_resources("template", name="bulk-0042")] == ["bulk-0042"]
+    assert len(hook.list_resources("template", name_prefix="bulk-00")) == 100
+    assert {t["region"] for t in hook.list_resources("template", region="EMEA")} == {"EMEA"}
     assert hook.find("template", "no such name") is None
 
 
@@ -121,19 +121,19 @@ def test_rename_describe_and_tags(hook: SkytapHook) -> None:
     assert {t["value"] for t in tags} == {"backup", "airflow-provider-skytap"}
     hook.add_tags("environment", "1002", ["backup"])  # already there: no duplicate
     assert len(hook.list_tags("environment", "1002")) == 2
-    assert [e["id"] for e in hook.list_environments(tags=["backup"])] == ["1002"]
+    assert [e["id"] for e in hook.list_resources("environment", tags=["backup"])] == ["1002"]
 
     backup = next(t for t in tags if t["value"] == "backup")
     hook.remove_tag("environment", "1002", backup["id"])
     assert [t["value"] for t in hook.list_tags("environment", "1002")] == [
         "airflow-provider-skytap"
     ]
-    assert hook.list_environments(tags=["backup"]) == []
+    assert hook.list_resources("environment", tags=["backup"]) == []
 
 
 def test_tags_on_templates(hook: SkytapHook) -> None:
     hook.add_tags("template", TEMPLATE, ["golden"])
-    assert [t["id"] for t in hook.list_templates(tags=["golden"])] == [TEMPLATE]
+    assert [t["id"] for t in hook.list_resources("template", tags=["golden"])] == [TEMPLATE]
 
 
 def test_runstate_change_waits_until_settled(hook: SkytapHook) -> None:

@@ -142,7 +142,7 @@ def test_every_call_survives_30_percent_423_429_503(hook: SkytapHook, sim: Any, 
     dr = hook.copy_template(template["id"], name=f"{tag} DR", target_region="EMEA")
     hook.wait_until_ready("template", dr["id"], timeout=60, poll_interval=0.1)
     hook.add_tags("template", dr["id"], [tag])
-    assert [t["id"] for t in hook.list_templates(tags=[tag])] == [dr["id"]]
+    assert [t["id"] for t in hook.list_resources("template", tags=[tag])] == [dr["id"]]
     hook.update("environment", copy["id"], description="checked")
     hook.delete("environment", copy["id"], timeout=60)
 

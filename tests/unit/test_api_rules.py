@@ -184,5 +184,17 @@ def test_a_call_gives_up_at_its_deadline_with_the_last_error() -> None:
     for _ in range(2):  # at 10 s and 20 s the deadline still allows a retry
         assert isinstance(plan.send(failing), Sleep)
         assert plan.send(None) == GET
-    with pytest.raises(SkytapAPIError, match=r"HTTP 503: 503 Service Unavailable: gave up after 3"):
+    with pytest.raises(
+        SkytapAPIError,
+        match=r"^get environment 1: HTTP 503: Service Unavailable: gave up after 3 attempts in 30",
+    ):
         plan.send(failing)  # at 30 s it does not
+
+
+def test_giving_up_on_a_lost_connection_says_so() -> None:
+    ticks = iter(range(0, 1000, 10))
+    api = SkytapApi(policy=RetryPolicy(deadline=5, base=1, cap=1), clock=lambda: next(ticks))
+    plan = api.call(GET)
+    next(plan)
+    with pytest.raises(SkytapAPIError, match=r"^get environment 1: no response: could not conn"):
+        plan.send(TransportError("could not connect (ConnectError)", sent=False))
