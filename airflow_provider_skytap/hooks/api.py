@@ -761,39 +761,30 @@ class SkytapApi:
         """
         kind = check_kind(kind)
         rid = check_id(resource_id, f"{kind} id")
-        start = self.clock()
-        interval = max(0.05, poll_interval)
-        last_log = start
-        while True:
-            try:
-                resource = yield from self.get(kind, rid)
-            except SkytapNotFoundError as err:
+
+        def ready(resource: dict[str, Any] | None, missing: SkytapNotFoundError | None) -> bool:
+            if resource is None:
                 raise SkytapNotFoundError(
-                    f"wait for {kind} {rid}", 404, ["it disappeared while busy"], err.request_id
-                ) from err
+                    f"wait for {kind} {rid}",
+                    404,
+                    ["it disappeared while busy"],
+                    missing.request_id if missing else None,
+                )
             state = readiness(kind, resource)
-            now = self.clock()
             if state.state == "failed":
                 raise SkytapResourceFailedError(
                     f"{describe(kind, rid, resource)} failed: {state.detail}"
                 )
-            if state.state == "ready":
-                self.log.info(
-                    "%s is ready after %s", describe(kind, rid, resource), _ago(now - start)
-                )
-                return resource
-            if now - start >= timeout:
-                raise SkytapWaitTimeoutError(
-                    f"{describe(kind, rid, resource)} still busy after {_ago(now - start)} "
-                    f"(timeout {timeout:.0f} s, {state.detail})"
-                )
-            if now - last_log >= log_every:
-                self.log.info(
-                    "%s: still busy after %s", describe(kind, rid, resource), _ago(now - start)
-                )
-                last_log = now
-            yield Sleep(min(interval, max(0.0, timeout - (now - start))))
-            interval = min(max_poll_interval, interval * 1.5)
+            return state.state == "ready"
+
+        start = self.clock()
+        resource = yield from self._poll(
+            kind, rid, ready, "busy", timeout, poll_interval, max_poll_interval, log_every
+        )
+        assert resource is not None
+        label = describe(kind, rid, resource)
+        self.log.info("%s is ready after %s", label, _ago(self.clock() - start))
+        return resource
 
     def wait_until_gone(
         self, kind: Kind, resource_id: Any, *, timeout: float, poll_interval: float = 2.0
@@ -801,20 +792,49 @@ class SkytapApi:
         """Poll until the resource answers 404 (after a delete)."""
         kind = check_kind(kind)
         rid = check_id(resource_id, f"{kind} id")
-        start = self.clock()
+        yield from self._poll(
+            kind, rid, lambda resource, _: resource is None, "there", timeout, poll_interval, 30.0
+        )
+
+    def _poll(
+        self,
+        kind: Kind,
+        rid: str,
+        done: Callable[[dict[str, Any] | None, SkytapNotFoundError | None], bool],
+        still: str,
+        timeout: float,
+        poll_interval: float,
+        max_poll_interval: float,
+        log_every: float = 60.0,
+    ) -> Plan[dict[str, Any] | None]:
+        """GET the resource with backoff until ``done(resource or None on 404, the 404)``.
+
+        Raises :class:`SkytapWaitTimeoutError` at ``timeout``; logs "still <still> after"
+        every ``log_every`` seconds. ``done`` may raise to fail fast.
+        """
+        start = last_log = self.clock()
         interval = max(0.05, poll_interval)
         while True:
+            resource: dict[str, Any] | None
+            missing: SkytapNotFoundError | None = None
             try:
                 resource = yield from self.get(kind, rid)
-            except SkytapNotFoundError:
-                return None
-            spent = self.clock() - start
+            except SkytapNotFoundError as err:
+                resource, missing = None, err
+            if done(resource, missing):
+                return resource
+            now = self.clock()
+            spent = now - start
+            label = describe(kind, rid, resource)
             if spent >= timeout:
                 raise SkytapWaitTimeoutError(
-                    f"{describe(kind, rid, resource)} still there {_ago(spent)} after delete"
+                    f"{label} still {still} after {_ago(spent)} (timeout {timeout:.0f} s)"
                 )
+            if now - last_log >= log_every:
+                self.log.info("%s: still %s after %s", label, still, _ago(spent))
+                last_log = now
             yield Sleep(min(interval, max(0.0, timeout - spent)))
-            interval = min(30.0, interval * 1.5)
+            interval = min(max_poll_interval, interval * 1.5)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -32,13 +32,13 @@ def test_token_absent_from_logs_errors_and_reprs(
 
     wrong = "wrong-token-0e9d8c7b"
     set_connection(monkeypatch, "secret_bad", sim.url, sim.username, wrong)
-    for bad in (SkytapHook("secret_bad", retry_policy=FAST),):
-        with pytest.raises(SkytapError) as caught:
-            bad.get_environment("1001")
-        texts += [str(caught.value), repr(caught.value)]
-        ok, message = bad.test_connection()
-        assert not ok
-        texts.append(message)
+    bad = SkytapHook("secret_bad", retry_policy=FAST)
+    with pytest.raises(SkytapError) as caught:
+        bad.get_environment("1001")
+    texts += [str(caught.value), repr(caught.value)]
+    ok, message = bad.test_connection()
+    assert not ok
+    texts.append(message)
     with pytest.raises(SkytapError) as caught:
         asyncio.run(SkytapAsyncHook("secret_bad", retry_policy=FAST).get_resource("template", 1))
     texts.append(str(caught.value))
