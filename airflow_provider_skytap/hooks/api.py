@@ -365,6 +365,75 @@ def _ago(elapsed: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
+# --------------------------------------------------------------------------- VM addresses
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    """Where to reach one VM's SSH server from outside Skytap."""
+
+    vm_id: str
+    vm_name: str
+    host: str
+    port: int
+    via: Literal["published_service", "interface_ip"]
+
+
+def ssh_endpoints(
+    environment: Mapping[str, Any], vm_names: Iterable[str] | None = None, *, ssh_port: int = 22
+) -> list[SshEndpoint]:
+    """Each VM's SSH address: a published service for ``ssh_port``, else its interface IP.
+
+    A published service (``external_ip:external_port`` mapped to ``internal_port`` 22) is what
+    reaches a VM from outside Skytap; without one, the interface IP works only from inside the
+    environment's network (VPN, ICNR). ``vm_names`` keeps only VMs with those exact names, in
+    the environment's order; a name that matches no VM is an error naming the VMs there are.
+    """
+    vms = [vm for vm in environment.get("vms") or [] if isinstance(vm, Mapping)]
+    env_label = f"environment {environment.get('id')} ({environment.get('name')!r})"
+    if vm_names is not None:
+        if isinstance(vm_names, str | bytes):
+            raise ValueError(f"vm_names must be a list of VM names, got the string {vm_names!r}")
+        wanted = [str(n) for n in vm_names]
+        known = [str(vm.get("name")) for vm in vms]
+        missing = [n for n in wanted if n not in known]
+        if missing:
+            raise ValueError(
+                f"vm_names {missing!r} match no VM of {env_label}; its VMs are {known!r}"
+            )
+        vms = [vm for vm in vms if str(vm.get("name")) in wanted]
+    found: list[SshEndpoint] = []
+    for vm in vms:
+        vm_id, vm_name = str(vm.get("id")), str(vm.get("name"))
+        interfaces = [i for i in vm.get("interfaces") or [] if isinstance(i, Mapping)]
+        endpoint = None
+        for iface in interfaces:
+            for svc in iface.get("services") or []:
+                if str(svc.get("internal_port")) == str(ssh_port) and svc.get("external_ip"):
+                    endpoint = SshEndpoint(
+                        vm_id,
+                        vm_name,
+                        str(svc["external_ip"]),
+                        int(svc.get("external_port") or ssh_port),
+                        "published_service",
+                    )
+                    break
+            if endpoint:
+                break
+        if endpoint is None:
+            ip = next((str(i["ip"]) for i in interfaces if i.get("ip")), None)
+            if ip is None:
+                raise ValueError(
+                    f"VM {vm_id} ({vm_name!r}) of {env_label} has neither a published service "
+                    f"for port {ssh_port} nor an interface IP, so it cannot be reached over SSH"
+                )
+            endpoint = SshEndpoint(vm_id, vm_name, ip, ssh_port, "interface_ip")
+        found.append(endpoint)
+    if not found:
+        raise ValueError(f"{env_label} has no VMs to reach over SSH")
+    return found
+
+
 # --------------------------------------------------------------------------- the API
 
 

@@ -35,7 +35,9 @@ from airflow_provider_skytap.hooks.api import (
     SkytapResourceFailedError,
     SkytapWaitTimeoutError,
     Sleep,
+    SshEndpoint,
     TransportError,
+    ssh_endpoints,
 )
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ __all__ = [
     "SkytapNotFoundError",
     "SkytapResourceFailedError",
     "SkytapWaitTimeoutError",
+    "SshEndpoint",
 ]
 
 USER_AGENT = "airflow-provider-skytap"
@@ -246,6 +249,12 @@ class SkytapHook(_SkytapHookBase):
     def get_environment(self, environment_id: Any) -> dict[str, Any]:
         """An environment with its VMs (runstate, interfaces, published services) and networks."""
         return self.run(self.api.get("environment", environment_id))
+
+    def get_ssh_endpoints(
+        self, environment_id: Any, vm_names: Iterable[str] | None = None, *, ssh_port: int = 22
+    ) -> list[SshEndpoint]:
+        """Each VM's SSH address, from a published service or the IP; see :func:`ssh_endpoints`."""
+        return ssh_endpoints(self.get_environment(environment_id), vm_names, ssh_port=ssh_port)
 
     def get_template(self, template_id: Any) -> dict[str, Any]:
         return self.run(self.api.get("template", template_id))

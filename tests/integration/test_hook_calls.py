@@ -227,3 +227,13 @@ def test_a_copy_skytap_did_not_name_as_asked_is_reported(
     assert made["name"] == "erp-prod - Copy"
     out = capsys.readouterr().out
     assert "Skytap named the copy 'erp-prod - Copy', not 'erp 2026-11-24' as asked" in out
+
+
+def test_ssh_endpoints_of_the_seeded_environment_are_its_published_services(
+    hook: SkytapHook,
+) -> None:
+    endpoints = hook.get_ssh_endpoints(ENV, ["app-1", "db-1"])
+    assert [(e.vm_name, e.host, e.port, e.via) for e in endpoints] == [
+        ("app-1", "127.0.0.1", 2201, "published_service"),
+        ("db-1", "127.0.0.1", 2203, "published_service"),
+    ]

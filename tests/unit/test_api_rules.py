@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from airflow_provider_skytap.hooks.api import (
     SkytapAuthError,
     SkytapNotFoundError,
     Sleep,
+    SshEndpoint,
     TransportError,
     api_error,
     check_id,
@@ -25,6 +27,7 @@ from airflow_provider_skytap.hooks.api import (
     error_messages,
     parse_retry_after,
     readiness,
+    ssh_endpoints,
 )
 
 GET = Request("GET", "/v2/configurations/1", "get environment 1")
@@ -198,3 +201,49 @@ def test_giving_up_on_a_lost_connection_says_so() -> None:
     next(plan)
     with pytest.raises(SkytapAPIError, match=r"^get environment 1: no response: could not conn"):
         plan.send(TransportError("could not connect (ConnectError)", sent=False))
+
+
+def _vm(vm_id: str, name: str, *interfaces: dict[str, Any]) -> dict[str, Any]:
+    return {"id": vm_id, "name": name, "interfaces": list(interfaces)}
+
+
+def test_ssh_endpoints_prefer_the_published_ssh_service_then_the_interface_ip() -> None:
+    env = {
+        "id": "7",
+        "name": "erp",
+        "vms": [
+            _vm(
+                "1",
+                "app",
+                {"ip": "10.0.0.1", "services": [{"internal_port": 80, "external_ip": "x"}]},
+                {
+                    "ip": "10.0.1.1",
+                    "services": [
+                        {"internal_port": 22, "external_ip": "203.0.113.5", "external_port": 26}
+                    ],
+                },
+            ),
+            _vm("2", "db", {"ip": "10.0.0.2", "services": []}),
+        ],
+    }
+    assert ssh_endpoints(env) == [
+        SshEndpoint("1", "app", "203.0.113.5", 26, "published_service"),
+        SshEndpoint("2", "db", "10.0.0.2", 22, "interface_ip"),
+    ]
+    assert [e.vm_name for e in ssh_endpoints(env, ["db"])] == ["db"]
+
+
+def test_ssh_endpoints_name_what_is_missing() -> None:
+    env = {"id": "7", "name": "erp", "vms": [_vm("1", "app"), _vm("2", "db", {"ip": "10.0.0.2"})]}
+    with pytest.raises(
+        ValueError,
+        match=r"vm_names \['web'\] match no VM of environment 7 \('erp'\); its VMs are "
+        r"\['app', 'db'\]",
+    ):
+        ssh_endpoints(env, ["db", "web"])
+    with pytest.raises(ValueError, match=r"VM 1 \('app'\) of environment 7 .* cannot be reached"):
+        ssh_endpoints(env)
+    with pytest.raises(ValueError, match="must be a list of VM names, got the string 'db'"):
+        ssh_endpoints(env, "db")
+    with pytest.raises(ValueError, match="has no VMs"):
+        ssh_endpoints({"id": "8", "name": "empty", "vms": []})
