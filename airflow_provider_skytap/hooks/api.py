@@ -365,6 +365,11 @@ def _ago(elapsed: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
+def ui_url(base_url: str, kind: Kind, resource_id: Any) -> str:
+    """The Skytap web UI page of an environment or template (same host as the API)."""
+    return f"{base_url.rstrip('/')}/{_COLLECTION[check_kind(kind)]}/{check_id(resource_id, 'id')}"
+
+
 # --------------------------------------------------------------------------- VM addresses
 
 
@@ -572,7 +577,7 @@ class SkytapApi:
                 for item in page
                 if (name is None or item.get("name") == name)
                 and (name_prefix is None or str(item.get("name", "")).startswith(name_prefix))
-                and wanted_tags <= _tag_values(item)
+                and wanted_tags <= tag_values(item)
             )
             assert response is not None
             following = self._next_page(request, response, received, len(page))
@@ -914,7 +919,8 @@ def _query_safe(text: str) -> bool:
     return "," not in text and "*" not in text
 
 
-def _tag_values(resource: Mapping[str, Any]) -> set[str]:
+def tag_values(resource: Mapping[str, Any]) -> set[str]:
+    """The tag values a resource carries, lower-cased (Skytap's tags are case-insensitive)."""
     tags = resource.get("tags") or []
     return {
         str(t.get("value") if isinstance(t, Mapping) else t).lower() for t in tags if t is not None

@@ -38,6 +38,7 @@ from airflow_provider_skytap.hooks.api import (
     SshEndpoint,
     TransportError,
     ssh_endpoints,
+    ui_url,
 )
 
 if TYPE_CHECKING:
@@ -255,6 +256,10 @@ class SkytapHook(_SkytapHookBase):
     ) -> list[SshEndpoint]:
         """Each VM's SSH address, from a published service or the IP; see :func:`ssh_endpoints`."""
         return ssh_endpoints(self.get_environment(environment_id), vm_names, ssh_port=ssh_port)
+
+    def ui_url(self, kind: Kind, resource_id: Any) -> str:
+        """The Skytap web UI page of an environment or template, for links and logs."""
+        return ui_url(self.settings.base_url, kind, resource_id)
 
     def get_template(self, template_id: Any) -> dict[str, Any]:
         return self.run(self.api.get("template", template_id))
