@@ -8,7 +8,7 @@ from airflow_provider_skytap import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Describe the provider: its connection type, hooks and (as they land) operators."""
+    """Describe the provider: its connection type, hooks, operators, sensors, triggers."""
     return {
         "package-name": "airflow-provider-skytap",
         "name": "Skytap",
@@ -21,12 +21,34 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             }
         ],
+        "operators": [
+            {
+                "integration-name": "Skytap",
+                "python-modules": [
+                    "airflow_provider_skytap.operators.clone",
+                    "airflow_provider_skytap.operators.retention",
+                ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Skytap",
+                "python-modules": ["airflow_provider_skytap.sensors.clone"],
+            }
+        ],
         "hooks": [
             {
                 "integration-name": "Skytap",
                 "python-modules": ["airflow_provider_skytap.hooks.skytap"],
             }
         ],
+        "triggers": [
+            {
+                "integration-name": "Skytap",
+                "python-modules": ["airflow_provider_skytap.triggers.clone"],
+            }
+        ],
+        "extra-links": ["airflow_provider_skytap.links.SkytapResourceLink"],
         "connection-types": [
             {
                 "connection-type": "skytap",

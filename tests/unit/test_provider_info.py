@@ -37,3 +37,17 @@ def test_connection_type_is_declarative_and_matches_the_hook() -> None:
     # The hook defines no deprecated form methods: the UI reads the declaration above.
     assert "get_connection_form_widgets" not in SkytapHook.__dict__
     assert "get_ui_field_behaviour" not in SkytapHook.__dict__
+
+
+def test_every_declared_module_and_link_imports() -> None:
+    import importlib
+
+    info = get_provider_info()
+    for section in ("operators", "sensors", "hooks", "triggers"):
+        for entry in info[section]:
+            for module in entry["python-modules"]:
+                importlib.import_module(module)
+    for path in info["extra-links"]:
+        module, _, name = path.rpartition(".")
+        link = getattr(importlib.import_module(module), name)()
+        assert link.name == "Skytap"

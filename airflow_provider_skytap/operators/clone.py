@@ -1,0 +1,551 @@
+"""Live clone of a running environment, and copies of a template to DR regions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.configuration import conf
+
+from airflow_provider_skytap.backups import (
+    TAG_PREFIX,
+    backup_name,
+    check_tags,
+    provider_source_tags,
+    run_stamp,
+    source_tag,
+    time_tag,
+    time_tags,
+)
+from airflow_provider_skytap.hooks.api import (
+    Kind,
+    check_id,
+    check_name,
+    check_region,
+    check_vm_ids,
+    describe,
+    readiness,
+    tag_values,
+)
+from airflow_provider_skytap.hooks.skytap import (
+    SkytapAPIError,
+    SkytapError,
+    SkytapHook,
+    SkytapResourceFailedError,
+    SkytapWaitTimeoutError,
+)
+from airflow_provider_skytap.links import SkytapResourceLink, persist
+from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+DEFAULT_CONN_ID = "skytap_default"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What the operator is to make: kind, name, region and every tag it must carry."""
+
+    kind: Kind
+    name: str
+    region: str
+    source_tag: str
+    tags: tuple[str, ...]
+
+
+def check_seconds(value: Any, field: str, *, allow_zero: bool = False) -> float:
+    """A positive number of seconds, or a ValueError naming the field and the value."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if isinstance(value, bool) or not seconds >= 0 or (seconds == 0 and not allow_zero):
+        raise ValueError(f"{field} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def check_flag(value: Any, field: str) -> bool:
+    """True or False, also from a rendered template ("True", "false"), else a ValueError."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{field} must be true or false, got {value!r}")
+
+
+def raise_for_event(event: Mapping[str, Any] | None) -> None:
+    """Turn a :class:`CloneCompleteTrigger` error event into the matching exception."""
+    if not isinstance(event, Mapping):
+        raise SkytapError(f"the wait ended without an event (got {event!r})")
+    if event.get("status") == "success":
+        return
+    message = str(event.get("message") or event)
+    reason = event.get("reason")
+    if reason == "timeout":
+        raise SkytapWaitTimeoutError(message)
+    if reason == "not_found":
+        raise SkytapResourceFailedError(message)
+    if reason == "failed":
+        raise SkytapResourceFailedError(message)
+    raise SkytapError(message)
+
+
+class _SkytapCopyOperator(BaseOperator):
+    """The shared flow: find or make one copy, tag it, link it, then wait or defer."""
+
+    source_kind: ClassVar[Kind]
+    operator_extra_links = (SkytapResourceLink(),)
+    ui_color = "#d6eaf8"
+
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        tags: Sequence[str] | None = None,
+        wait_for_completion: bool = True,
+        poll_interval: float = 10.0,
+        max_poll_interval: float = 60.0,
+        timeout: float = 4 * 3600,
+        log_every: float = 60.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        skytap_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.name = name
+        self.description = description
+        self.tags = tags
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.timeout = timeout
+        self.log_every = log_every
+        self.deferrable = deferrable
+        self.skytap_conn_id = skytap_conn_id
+        self._made: dict[str, Any] | None = None
+
+    @cached_property
+    def hook(self) -> SkytapHook:
+        return SkytapHook(self.skytap_conn_id)
+
+    # ---- what subclasses say
+
+    def _source_id(self) -> str:
+        raise NotImplementedError
+
+    def _target(self, context: Context, source: Mapping[str, Any]) -> _Target:
+        raise NotImplementedError
+
+    def _create(self, target: _Target) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # ---- the flow
+
+    def _check_settings(self) -> None:
+        check_seconds(self.poll_interval, "poll_interval")
+        check_seconds(self.max_poll_interval, "max_poll_interval")
+        check_seconds(self.timeout, "timeout")
+        check_seconds(self.log_every, "log_every")
+        if float(self.max_poll_interval) < float(self.poll_interval):
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval!r}) must not be less than "
+                f"poll_interval ({self.poll_interval!r})"
+            )
+        if self.name is not None:
+            check_name(self.name)
+        if self.description is not None and not isinstance(self.description, str):
+            raise ValueError(f"description must be a string, got {self.description!r}")
+        check_tags(self.tags)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        self._check_settings()
+        return self._start(context, time.time() + float(self.timeout))
+
+    def _start(self, context: Context, deadline: float) -> dict[str, Any]:
+        source_id = self._source_id()
+        while True:
+            source = self.hook.get_resource(self.source_kind, source_id)
+            target = self._target(context, source)
+            made = self._find(target)
+            created = made is None
+            if made is None:
+                state = readiness(self.source_kind, source)
+                if state.state == "failed":
+                    raise SkytapResourceFailedError(
+                        f"{describe(self.source_kind, source_id, source)} reports an error "
+                        f"({state.detail}); not copying it"
+                    )
+                if state.state == "busy":
+                    self._wait_for_source(context, source_id, deadline, state.detail)
+                    continue
+                try:
+                    made = self._create(target)
+                except SkytapAPIError as err:
+                    if err.status != 423:
+                        raise
+                    # Busy or locked by another copy (another DR region, say) past the
+                    # hook's retry deadline: wait for the source, then look again.
+                    self._wait_for_source(context, source_id, deadline, str(err))
+                    continue
+            break
+        rid = str(made["id"])
+        self._made = {"kind": target.kind, "id": rid, "name": target.name}
+        self._ensure_tags(target, made)
+        url = self.hook.ui_url(target.kind, rid)
+        result: dict[str, Any] = {
+            "id": rid,
+            "kind": target.kind,
+            "name": made.get("name") or target.name,
+            "region": made.get("region") or target.region,
+            "source_kind": self.source_kind,
+            "source_id": source_id,
+            "created": created,
+            "url": url,
+        }
+        persist(context, target.kind, rid, url)
+        self.log.info(
+            "%s %s in %s from %s",
+            "Made" if created else "Reusing (an earlier try made it)",
+            describe(target.kind, rid, made),
+            result["region"],
+            describe(self.source_kind, source_id),
+        )
+        return self._finish(result, deadline)
+
+    def _find(self, target: _Target) -> dict[str, Any] | None:
+        """What an earlier try made under this name in this region, or None.
+
+        A match carrying this DAG's source tag is ours. A match with no tag of this provider
+        is adopted (a try that died between the copy and the tagging leaves one); one tagged
+        for another DAG or source is an error, never reused and never overwritten.
+        """
+        matches = self.hook.list_resources(target.kind, name=target.name, region=target.region)
+        ours = [m for m in matches if target.source_tag in provider_source_tags(m)]
+        foreign = [m for m in matches if m not in ours and provider_source_tags(m)]
+        untagged = [m for m in matches if not provider_source_tags(m)]
+        label = f"{target.kind}s named {target.name!r} in {target.region}"
+        if len(ours) > 1:
+            ids = ", ".join(str(m["id"]) for m in ours)
+            raise SkytapError(
+                f"{len(ours)} {label} carry the tag {target.source_tag!r} (ids {ids}); "
+                "delete the extra ones so the backup is unambiguous"
+            )
+        if ours:
+            return ours[0]
+        if foreign:
+            m = foreign[0]
+            raise SkytapError(
+                f"{label} already exists as {m['id']}, made by this provider for another DAG or "
+                f"source ({sorted(provider_source_tags(m))}); give this task another name"
+            )
+        if len(untagged) > 1:
+            ids = ", ".join(str(m["id"]) for m in untagged)
+            raise SkytapError(f"several {label} exist (ids {ids}); give this task another name")
+        if untagged:
+            m = untagged[0]
+            self.log.warning(
+                "Adopting %s %s: it has this task's name but not its tags (an earlier try "
+                "probably stopped before tagging it)",
+                target.kind,
+                describe(target.kind, str(m["id"]), m),
+            )
+            return m
+        return None
+
+    def _ensure_tags(self, target: _Target, resource: Mapping[str, Any]) -> None:
+        have = tag_values(resource)
+        missing = [t for t in target.tags if t.lower() not in have]
+        if missing:
+            self.hook.add_tags(target.kind, resource["id"], missing)
+
+    def _wait_for_source(self, context: Context, source_id: str, deadline: float, why: str) -> None:
+        label = describe(self.source_kind, source_id)
+        if time.time() >= deadline:
+            raise SkytapWaitTimeoutError(f"{label} was still busy at the timeout ({why})")
+        self.log.info("%s is busy (%s); waiting for it before copying", label, why)
+        if self.deferrable:
+            self.defer(
+                trigger=self._trigger(self.source_kind, source_id, deadline),
+                method_name="resume_after_source",
+                kwargs={"deadline": deadline},
+                timeout=self._defer_timeout(deadline),
+            )
+        self.hook.wait_until_ready(
+            self.source_kind,
+            source_id,
+            timeout=max(0.0, deadline - time.time()),
+            poll_interval=float(self.poll_interval),
+            max_poll_interval=float(self.max_poll_interval),
+            log_every=float(self.log_every),
+        )
+
+    def resume_after_source(
+        self, context: Context, event: dict[str, Any], deadline: float
+    ) -> dict[str, Any]:
+        """Back from waiting for a busy source: look again, then copy (or wait again)."""
+        raise_for_event(event)
+        return self._start(context, deadline)
+
+    def _finish(self, result: dict[str, Any], deadline: float) -> dict[str, Any]:
+        if not self.wait_for_completion:
+            return result
+        if self.deferrable:
+            self.defer(
+                trigger=self._trigger(result["kind"], result["id"], deadline),
+                method_name="execute_complete",
+                kwargs={"result": result},
+                timeout=self._defer_timeout(deadline),
+            )
+        resource = self.hook.wait_until_ready(
+            result["kind"],
+            result["id"],
+            timeout=max(0.0, deadline - time.time()),
+            poll_interval=float(self.poll_interval),
+            max_poll_interval=float(self.max_poll_interval),
+            log_every=float(self.log_every),
+        )
+        return self._completed(result, resource)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Back from the trigger: fail with Skytap's message, or finish."""
+        raise_for_event(event)
+        return self._completed(result)
+
+    def _completed(
+        self, result: dict[str, Any], resource: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        # Skytap takes a description in the POST only when saving a template, and refuses
+        # changes while a copy is busy: set it now that the copy is ready.
+        if self.description is not None:
+            if resource is None:
+                resource = self.hook.get_resource(result["kind"], result["id"])
+            if resource.get("description") != self.description:
+                self.hook.update(result["kind"], result["id"], description=self.description)
+        self.log.info("%s is ready: %s", describe(result["kind"], result["id"]), result["url"])
+        return result
+
+    def _trigger(self, kind: Kind, resource_id: str, deadline: float) -> CloneCompleteTrigger:
+        return CloneCompleteTrigger(
+            kind=kind,
+            resource_id=resource_id,
+            skytap_conn_id=self.skytap_conn_id,
+            end_time=deadline,
+            poll_interval=float(self.poll_interval),
+            max_poll_interval=float(self.max_poll_interval),
+            log_every=float(self.log_every),
+        )
+
+    @staticmethod
+    def _defer_timeout(deadline: float) -> timedelta:
+        # A backstop only: the trigger reports its own timeout with the resource's state.
+        return timedelta(seconds=max(1.0, deadline - time.time()) + 300)
+
+    def on_kill(self) -> None:
+        """Say what happens to a copy in flight: it goes on, and the next try reuses it.
+
+        Skytap has no call that cancels a copy, and a busy resource cannot be deleted, so
+        killing this task leaves the copy running in Skytap. The next try of this task (or a
+        re-run of the same date) finds it by name and waits for it instead of making another;
+        if no run comes back to it, the retention operator removes it with the old backups.
+        """
+        if self._made:
+            self.log.warning(
+                "Task killed; %s goes on copying in Skytap (a copy cannot be cancelled). The "
+                "next try reuses it by its name %r.",
+                describe(self._made["kind"], self._made["id"]),
+                self._made["name"],
+            )
+        else:
+            self.log.warning("Task killed before any copy was requested; nothing to clean up")
+
+
+class LiveCloneOperator(_SkytapCopyOperator):
+    """Clone a running environment without stopping it: save it as a template, or copy it.
+
+    Idempotent: the copy has a deterministic name (DAG, environment, logical date, or the run
+    id for a manual run without one) and carries this provider's tags, so a retry, a re-run of
+    the same date or a backfill reuses what an earlier try made. Returns
+    ``{"id", "kind", "name", "region", "source_kind", "source_id", "created", "url"}``.
+
+    :param environment_id: the running environment to clone
+    :param target: ``template`` (save as a template) or ``environment`` (copy it)
+    :param vm_ids: only these VMs (``target="environment"`` only)
+    :param name: name of the copy; default ``<dag_id>-environment-<id>-<YYYYmmddTHHMMSSZ>``
+    :param description: description of the copy (for environments, set once it is ready)
+    :param tags: extra tags; this provider's own tags are always added
+    :param wait_for_completion: wait until the copy is ready (default True)
+    :param poll_interval: first pause between polls, seconds (10: the VMs may be frozen)
+    :param max_poll_interval: longest pause between polls, seconds
+    :param timeout: seconds to wait in all, for a busy source and then for the copy
+    :param log_every: seconds between "still busy after ..." lines
+    :param deferrable: wait in the triggerer, holding no worker slot
+    :param skytap_conn_id: a connection of type ``skytap``
+    """
+
+    template_fields: Sequence[str] = (
+        "environment_id",
+        "target",
+        "vm_ids",
+        "name",
+        "description",
+        "tags",
+    )
+    source_kind = "environment"
+
+    def __init__(
+        self,
+        *,
+        environment_id: str | int,
+        target: str = "template",
+        vm_ids: Sequence[str | int] | None = None,
+        poll_interval: float = 10.0,
+        max_poll_interval: float = 30.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poll_interval=poll_interval, max_poll_interval=max_poll_interval, **kwargs)
+        self.environment_id = environment_id
+        self.target = target
+        self.vm_ids = vm_ids
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        check_id(self.environment_id, "environment_id")
+        if self.target not in ("template", "environment"):
+            raise ValueError(f"target must be 'template' or 'environment', got {self.target!r}")
+        if self.vm_ids is not None:
+            if self.target == "template":
+                raise ValueError(
+                    "vm_ids works with target='environment' only: Skytap saves a whole "
+                    f"environment as a template (got vm_ids={self.vm_ids!r})"
+                )
+            check_vm_ids(self.vm_ids)
+
+    def _source_id(self) -> str:
+        return check_id(self.environment_id, "environment_id")
+
+    def _target(self, context: Context, source: Mapping[str, Any]) -> _Target:
+        eid = self._source_id()
+        stamp, when = run_stamp(context)
+        tag = source_tag(self.dag_id, "environment", eid)
+        return _Target(
+            kind="template" if self.target == "template" else "environment",
+            name=self.name or backup_name(self.dag_id, "environment", eid, stamp),
+            region=str(source.get("region") or ""),
+            source_tag=tag,
+            tags=(tag, time_tag(when), *check_tags(self.tags)),
+        )
+
+    def _create(self, target: _Target) -> dict[str, Any]:
+        eid = self._source_id()
+        if target.kind == "template":
+            return self.hook.save_as_template(eid, name=target.name, description=self.description)
+        return self.hook.copy_environment(eid, name=target.name, vm_ids=self.vm_ids)
+
+
+class CopyTemplateToRegionOperator(_SkytapCopyOperator):
+    """Copy a template to another Skytap region for disaster recovery; map it over regions.
+
+    Idempotent: a template with this name in ``target_region`` that an earlier try made is
+    reused. A template made by :class:`LiveCloneOperator` passes its tags on (so retention
+    prunes the DR copies of one environment together) and its name, so the DR copy has the
+    same name in each region. Region copies take hours: use ``deferrable=True``.
+
+    While another copy reads the template (a region copy to another region, say), Skytap
+    refuses a new copy of it; this operator then waits until the template is free (deferring
+    when deferrable) and copies it then, so mapped regions copy one after another.
+
+    :param template_id: the template to copy, typically ``clone.output["id"]``
+    :param target_region: the Skytap region to copy it to, e.g. ``EMEA``
+    :param name: name of the copy; default the source's name when this DAG made the source,
+        else ``<dag_id>-template-<id>-<YYYYmmddTHHMMSSZ>``
+    :param description: description of the copy, set once it is ready
+    :param tags: extra tags; this provider's own tags are always added
+    :param wait_for_completion: wait until the copy is ready (default True)
+    :param poll_interval: first pause between polls, seconds
+    :param max_poll_interval: longest pause between polls, seconds
+    :param timeout: seconds to wait in all (default 24 h: region copies queue)
+    :param log_every: seconds between "still busy after ..." lines
+    :param deferrable: wait in the triggerer, holding no worker slot
+    :param skytap_conn_id: a connection of type ``skytap``
+    """
+
+    template_fields: Sequence[str] = ("template_id", "target_region", "name", "description", "tags")
+    source_kind = "template"
+
+    def __init__(
+        self,
+        *,
+        template_id: str | int,
+        target_region: str,
+        poll_interval: float = 60.0,
+        max_poll_interval: float = 600.0,
+        timeout: float = 24 * 3600,
+        log_every: float = 600.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            timeout=timeout,
+            log_every=log_every,
+            **kwargs,
+        )
+        self.template_id = template_id
+        self.target_region = target_region
+
+    def _check_settings(self) -> None:
+        super()._check_settings()
+        check_id(self.template_id, "template_id")
+        check_region(self.target_region)
+
+    def _source_id(self) -> str:
+        return check_id(self.template_id, "template_id")
+
+    def _target(self, context: Context, source: Mapping[str, Any]) -> _Target:
+        tid = self._source_id()
+        region = check_region(self.target_region)
+        if region == source.get("region"):
+            raise ValueError(
+                f"target_region {region!r} is the region template {tid} is in already; "
+                "a DR copy needs another region"
+            )
+        mine = f"{TAG_PREFIX}{self.dag_id}/".lower()
+        inherited = sorted(t for t in provider_source_tags(source) if t.startswith(mine))
+        stamp, when = run_stamp(context)
+        if len(inherited) == 1:
+            tag = inherited[0]
+            default_name = str(
+                source.get("name") or backup_name(self.dag_id, "template", tid, stamp)
+            )
+            times = tuple(sorted(time_tags(source))) or (time_tag(when),)
+        else:
+            tag = source_tag(self.dag_id, "template", tid)
+            default_name = backup_name(self.dag_id, "template", tid, stamp)
+            times = (time_tag(when),)
+        return _Target(
+            kind="template",
+            name=self.name or default_name,
+            region=region,
+            source_tag=tag,
+            tags=(tag, *times, *check_tags(self.tags)),
+        )
+
+    def _create(self, target: _Target) -> dict[str, Any]:
+        return self.hook.copy_template(
+            self._source_id(), name=target.name, target_region=target.region
+        )
+
+
+__all__ = ["CopyTemplateToRegionOperator", "LiveCloneOperator"]

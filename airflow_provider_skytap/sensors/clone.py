@@ -1,0 +1,131 @@
+"""Wait until a Skytap copy (environment or template) is ready."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from airflow_provider_skytap.hooks.api import check_id, check_kind, describe, readiness
+from airflow_provider_skytap.hooks.skytap import SkytapHook, SkytapNotFoundError
+from airflow_provider_skytap.operators.clone import DEFAULT_CONN_ID
+from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class CloneFailedError(RuntimeError):
+    """The copy failed or disappeared. Not an AirflowException, so ``soft_fail`` (which
+    Airflow applies to any AirflowException of a deferred sensor) does not turn it into a
+    skip: ``soft_fail`` covers the timeout only, in every mode."""
+
+
+class CloneCompleteSensor(BaseSensorOperator):
+    """Wait until an environment (``runstate`` not busy) or a template (``busy`` false) is ready.
+
+    Works in ``poke``, ``reschedule`` and deferrable modes; ``timeout`` and ``soft_fail``
+    (skip instead of fail at the timeout) apply in all three. When Skytap fills in the copy's
+    ``error``, or the copy disappears (404), the task fails at once, naming the resource and
+    carrying Skytap's message. Returns the resource's id, kind, name and region.
+
+    :param resource_id: the environment or template id, e.g. ``clone.output["id"]``
+    :param kind: ``environment`` or ``template``, e.g. ``clone.output["kind"]``
+    :param deferrable: wait in the triggerer, holding no worker slot
+    :param max_poll_interval: longest pause between polls when deferred, seconds
+    :param log_every: seconds between "still busy after ..." lines when deferred
+    :param skytap_conn_id: a connection of type ``skytap``
+    """
+
+    template_fields: Sequence[str] = ("resource_id", "kind")
+    ui_color = "#d6eaf8"
+
+    def __init__(
+        self,
+        *,
+        resource_id: str | int,
+        kind: str = "template",
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        max_poll_interval: float = 60.0,
+        log_every: float = 60.0,
+        skytap_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("poke_interval", 10.0)
+        kwargs.setdefault("timeout", 4 * 3600)
+        super().__init__(**kwargs)
+        self.resource_id = resource_id
+        self.kind = kind
+        self.deferrable = deferrable
+        self.max_poll_interval = max_poll_interval
+        self.log_every = log_every
+        self.skytap_conn_id = skytap_conn_id
+
+    @cached_property
+    def hook(self) -> SkytapHook:
+        return SkytapHook(self.skytap_conn_id)
+
+    def _checked(self) -> tuple[Any, str]:
+        return check_kind(self.kind), check_id(self.resource_id, "resource_id")
+
+    def poke(self, context: Context) -> bool | Any:
+        kind, rid = self._checked()
+        try:
+            resource = self.hook.get_resource(kind, rid)
+        except SkytapNotFoundError as err:
+            raise CloneFailedError(f"{describe(kind, rid)} is gone: {err}") from err
+        state = readiness(kind, resource)
+        label = describe(kind, rid, resource)
+        if state.state == "failed":
+            raise CloneFailedError(f"{label} failed: {state.detail}")
+        if state.state == "busy":
+            self.log.info("%s is still busy (%s)", label, state.detail)
+            return False
+        self.log.info("%s is ready (%s)", label, state.detail)
+        return True
+
+    def execute(self, context: Context) -> Any:
+        kind, rid = self._checked()
+        if not self.deferrable:
+            super().execute(context)
+            return self._summary(kind, rid)
+        if self.poke(context):
+            return self._summary(kind, rid)
+        self.defer(
+            trigger=CloneCompleteTrigger(
+                kind=kind,
+                resource_id=rid,
+                skytap_conn_id=self.skytap_conn_id,
+                end_time=time.time() + float(self.timeout),
+                poll_interval=float(self.poke_interval),
+                max_poll_interval=float(self.max_poll_interval),
+                log_every=float(self.log_every),
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout) + 300),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Back from the trigger: the timeout is a sensor timeout, any other error a failure."""
+        kind, rid = self._checked()
+        if not isinstance(event, dict) or event.get("status") != "success":
+            message = str(event.get("message") if isinstance(event, dict) else event)
+            if isinstance(event, dict) and event.get("reason") == "timeout":
+                raise AirflowSensorTimeout(message)
+            raise CloneFailedError(message)
+        return self._summary(kind, rid)
+
+    def _summary(self, kind: Any, rid: str) -> dict[str, Any]:
+        resource = self.hook.get_resource(kind, rid)
+        return {
+            "id": rid,
+            "kind": kind,
+            "name": resource.get("name"),
+            "region": resource.get("region"),
+        }
