@@ -213,6 +213,9 @@ class _SkytapCopyOperator(BaseOperator):
             "url": url,
         }
         persist(context, target.kind, rid, url)
+        # One XCom per field too, so a DAG can pass ``clone.output["id"]`` downstream.
+        for key in ("id", "kind", "name", "region"):
+            context["ti"].xcom_push(key=key, value=result[key])
         self.log.info(
             "%s %s in %s from %s",
             "Made" if created else "Reusing (an earlier try made it)",
@@ -277,7 +280,6 @@ class _SkytapCopyOperator(BaseOperator):
             self.defer(
                 trigger=self._trigger(self.source_kind, source_id, deadline),
                 method_name="resume_after_source",
-                kwargs={"deadline": deadline},
                 timeout=self._defer_timeout(deadline),
             )
         self.hook.wait_until_ready(
@@ -289,21 +291,18 @@ class _SkytapCopyOperator(BaseOperator):
             log_every=float(self.log_every),
         )
 
-    def resume_after_source(
-        self, context: Context, event: dict[str, Any], deadline: float
-    ) -> dict[str, Any]:
+    def resume_after_source(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Back from waiting for a busy source: look again, then copy (or wait again)."""
         raise_for_event(event)
-        return self._start(context, deadline)
+        return self._start(context, float(event["end_time"]))
 
     def _finish(self, result: dict[str, Any], deadline: float) -> dict[str, Any]:
         if not self.wait_for_completion:
             return result
         if self.deferrable:
             self.defer(
-                trigger=self._trigger(result["kind"], result["id"], deadline),
+                trigger=self._trigger(result["kind"], result["id"], deadline, carry=result),
                 method_name="execute_complete",
-                kwargs={"result": result},
                 timeout=self._defer_timeout(deadline),
             )
         resource = self.hook.wait_until_ready(
@@ -316,12 +315,10 @@ class _SkytapCopyOperator(BaseOperator):
         )
         return self._completed(result, resource)
 
-    def execute_complete(
-        self, context: Context, event: dict[str, Any], result: dict[str, Any]
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Back from the trigger: fail with Skytap's message, or finish."""
         raise_for_event(event)
-        return self._completed(result)
+        return self._completed(dict(event["carry"]))
 
     def _completed(
         self, result: dict[str, Any], resource: Mapping[str, Any] | None = None
@@ -336,7 +333,9 @@ class _SkytapCopyOperator(BaseOperator):
         self.log.info("%s is ready: %s", describe(result["kind"], result["id"]), result["url"])
         return result
 
-    def _trigger(self, kind: Kind, resource_id: str, deadline: float) -> CloneCompleteTrigger:
+    def _trigger(
+        self, kind: Kind, resource_id: str, deadline: float, carry: dict[str, Any] | None = None
+    ) -> CloneCompleteTrigger:
         return CloneCompleteTrigger(
             kind=kind,
             resource_id=resource_id,
@@ -345,6 +344,7 @@ class _SkytapCopyOperator(BaseOperator):
             poll_interval=float(self.poll_interval),
             max_poll_interval=float(self.max_poll_interval),
             log_every=float(self.log_every),
+            carry=carry,
         )
 
     @staticmethod
@@ -377,7 +377,9 @@ class LiveCloneOperator(_SkytapCopyOperator):
     Idempotent: the copy has a deterministic name (DAG, environment, logical date, or the run
     id for a manual run without one) and carries this provider's tags, so a retry, a re-run of
     the same date or a backfill reuses what an earlier try made. Returns
-    ``{"id", "kind", "name", "region", "source_kind", "source_id", "created", "url"}``.
+    ``{"id", "kind", "name", "region", "source_kind", "source_id", "created", "url"}``, and
+    pushes ``id``, ``kind``, ``name`` and ``region`` as XComs of their own (as soon as the copy
+    is requested), so ``clone.output["id"]`` works downstream.
 
     :param environment_id: the running environment to clone
     :param target: ``template`` (save as a template) or ``environment`` (copy it)

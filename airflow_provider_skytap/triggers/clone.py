@@ -29,8 +29,9 @@ class CloneCompleteTrigger(BaseTrigger):
     so a Skytap outage shorter than the timeout does not fail the task.
 
     Fires one event, ``{"status": "success" | "error", "reason": ..., "message": ...,
-    "kind": ..., "resource_id": ..., "name": ...}``; ``reason`` is ``ready``, ``failed``
-    (Skytap filled in ``error``), ``not_found``, ``timeout`` or ``auth``.
+    "kind": ..., "resource_id": ..., "name": ..., "end_time": ..., "carry": {...}}``;
+    ``reason`` is ``ready``, ``failed`` (Skytap filled in ``error``), ``not_found``,
+    ``timeout`` or ``auth``.
 
     :param kind: ``environment`` or ``template``
     :param resource_id: the Skytap id to wait for
@@ -39,6 +40,8 @@ class CloneCompleteTrigger(BaseTrigger):
     :param poll_interval: first pause between polls, in seconds
     :param max_poll_interval: longest pause between polls, in seconds
     :param log_every: seconds between progress lines
+    :param carry: primitives handed back in the event's ``carry`` (what the task needs when
+        it resumes; ``dag.test()`` drops the deferral's kwargs, so they travel here too)
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class CloneCompleteTrigger(BaseTrigger):
         poll_interval: float = 10.0,
         max_poll_interval: float = 300.0,
         log_every: float = 60.0,
+        carry: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -60,6 +64,7 @@ class CloneCompleteTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.max_poll_interval = float(max_poll_interval)
         self.log_every = float(log_every)
+        self.carry = dict(carry or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -72,6 +77,7 @@ class CloneCompleteTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
                 "log_every": self.log_every,
+                "carry": self.carry,
             },
         )
 
@@ -84,6 +90,8 @@ class CloneCompleteTrigger(BaseTrigger):
                 "kind": self.kind,
                 "resource_id": self.resource_id,
                 "name": name,
+                "end_time": self.end_time,
+                "carry": self.carry,
             }
         )
 

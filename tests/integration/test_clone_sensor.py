@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import datetime
 from typing import Any
@@ -199,10 +200,11 @@ def test_trigger_serializes_to_primitives_and_back() -> None:
         poll_interval=5,
         max_poll_interval=120,
         log_every=300,
+        carry={"id": "7", "created": True},
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_skytap.triggers.clone.CloneCompleteTrigger"
-    assert all(isinstance(v, str | int | float) for v in kwargs.values())
+    assert json.loads(json.dumps(kwargs)) == kwargs  # primitives only
     again = rebuild(trigger)
     assert again.serialize() == (classpath, kwargs)
 
