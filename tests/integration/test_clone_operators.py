@@ -274,3 +274,16 @@ def test_under_30_percent_faults_every_run_ends_with_one_copy_per_name(
     injected = [r for r in log if r.get("fault")]
     print(f"seed {seed}: {len(log)} requests, {len(injected)} failed by injection")
     assert len(injected) >= 0.15 * len(log)
+
+
+def test_on_kill_says_the_copy_goes_on_and_the_next_try_reuses_it(
+    skytap_conn: str, sim: Any, capsys: Any
+) -> None:
+    sim.admin.config(copy_seconds=5)
+    op = clone(skytap_conn, wait_for_completion=False)
+    made = run_task(op).result
+    op.on_kill()
+    out = capsys.readouterr().out
+    assert f"template {made['id']} goes on copying in Skytap" in out
+    assert f"next try reuses it by its name {NAME!r}" in out
+    assert run_task(clone(skytap_conn, wait_for_completion=False)).result["id"] == made["id"]

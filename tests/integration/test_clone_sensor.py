@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -34,13 +34,13 @@ def sensor(conn: str, rid: str, kind: str = "template", **kwargs: Any) -> CloneC
         )
 
 
-def reschedule_ctx() -> Any:
+def reschedule_ctx(first_try: datetime | None = None) -> Any:
     """Reschedule mode asks the task instance when it was first rescheduled."""
     ctx = context()
 
     class TI:
         def get_first_reschedule_date(self, _: Any) -> datetime | None:
-            return None
+            return first_try
 
         def xcom_push(self, key: str, value: Any) -> None:
             pass
@@ -169,6 +169,20 @@ def test_timeout_and_soft_fail(
     op = sensor(skytap_conn, tid, timeout=1, soft_fail=soft_fail, deferrable=mode == "deferrable")
     with pytest.raises(expected):
         run_task(op)
+
+
+@pytest.mark.parametrize(
+    ("soft_fail", "expected"), [(False, AirflowSensorTimeout), (True, AirflowSkipException)]
+)
+def test_reschedule_mode_times_out_from_the_first_try(
+    skytap_conn: str, hook: SkytapHook, sim: Any, soft_fail: bool, expected: type
+) -> None:
+    tid = busy_template(hook, sim, seconds=30)
+    op = sensor(skytap_conn, tid, timeout=60, soft_fail=soft_fail, mode="reschedule")
+    with pytest.raises(AirflowRescheduleException):  # 10 s into a 60 s timeout: look later
+        op.execute(reschedule_ctx(datetime.now(timezone.utc) - timedelta(seconds=10)))
+    with pytest.raises(expected):  # 61 s after the first try: the timeout is spent
+        op.execute(reschedule_ctx(datetime.now(timezone.utc) - timedelta(seconds=61)))
 
 
 def test_deferred_timeout_with_soft_fail_skips(
