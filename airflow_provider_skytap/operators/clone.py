@@ -56,7 +56,12 @@ class _Target:
     name: str
     region: str
     source_tag: str
-    tags: tuple[str, ...]
+    time_tags: tuple[str, ...]
+    user_tags: tuple[str, ...] = ()
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return (self.source_tag, *self.time_tags, *self.user_tags)
 
 
 def check_seconds(value: Any, field: str, *, allow_zero: bool = False) -> float:
@@ -205,7 +210,7 @@ class _SkytapCopyOperator(BaseOperator):
         result: dict[str, Any] = {
             "id": rid,
             "kind": target.kind,
-            "name": made.get("name") or target.name,
+            "name": target.name,  # renamed to it once ready, if Skytap did not apply it
             "region": made.get("region") or target.region,
             "source_kind": self.source_kind,
             "source_id": source_id,
@@ -257,10 +262,29 @@ class _SkytapCopyOperator(BaseOperator):
         if untagged:
             m = untagged[0]
             self.log.warning(
-                "Adopting %s %s: it has this task's name but not its tags (an earlier try "
+                "Adopting %s: it has this task's name but not its tags (an earlier try "
                 "probably stopped before tagging it)",
-                target.kind,
                 describe(target.kind, str(m["id"]), m),
+            )
+            return m
+        # Skytap may not apply the name a copy asks for (its Go SDK renames afterwards); the
+        # copy is renamed once ready, and until then its tags identify it.
+        tagged = self.hook.list_resources(
+            target.kind, region=target.region, tags=[target.source_tag, *target.time_tags]
+        )
+        if len(tagged) > 1:
+            ids = ", ".join(str(m["id"]) for m in tagged)
+            raise SkytapError(
+                f"{len(tagged)} {target.kind}s in {target.region} carry the tags "
+                f"{[target.source_tag, *target.time_tags]} (ids {ids}); delete the extra ones"
+            )
+        if tagged:
+            m = tagged[0]
+            self.log.info(
+                "Found %s by its tags (Skytap named it %r, not %r)",
+                describe(target.kind, str(m["id"])),
+                m.get("name"),
+                target.name,
             )
             return m
         return None
@@ -323,13 +347,18 @@ class _SkytapCopyOperator(BaseOperator):
     def _completed(
         self, result: dict[str, Any], resource: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        # Skytap takes a description in the POST only when saving a template, and refuses
-        # changes while a copy is busy: set it now that the copy is ready.
-        if self.description is not None:
-            if resource is None:
-                resource = self.hook.get_resource(result["kind"], result["id"])
-            if resource.get("description") != self.description:
-                self.hook.update(result["kind"], result["id"], description=self.description)
+        # Skytap takes a description in the POST only when saving a template, may not apply
+        # the name a copy asks for, and refuses changes while a copy is busy: set both now.
+        if resource is None:
+            resource = self.hook.get_resource(result["kind"], result["id"])
+        name = result["name"] if resource.get("name") != result["name"] else None
+        description = self.description if resource.get("description") != self.description else None
+        if name is not None or description is not None:
+            if name is not None:
+                self.log.info(
+                    "Renaming %s to %r", describe(result["kind"], result["id"], resource), name
+                )
+            self.hook.update(result["kind"], result["id"], name=name, description=description)
         self.log.info("%s is ready: %s", describe(result["kind"], result["id"]), result["url"])
         return result
 
@@ -446,7 +475,8 @@ class LiveCloneOperator(_SkytapCopyOperator):
             name=self.name or backup_name(self.dag_id, "environment", eid, stamp),
             region=str(source.get("region") or ""),
             source_tag=tag,
-            tags=(tag, time_tag(when), *check_tags(self.tags)),
+            time_tags=(time_tag(when),),
+            user_tags=tuple(check_tags(self.tags)),
         )
 
     def _create(self, target: _Target) -> dict[str, Any]:
@@ -541,7 +571,8 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
             name=self.name or default_name,
             region=region,
             source_tag=tag,
-            tags=(tag, *times, *check_tags(self.tags)),
+            time_tags=times,
+            user_tags=tuple(check_tags(self.tags)),
         )
 
     def _create(self, target: _Target) -> dict[str, Any]:

@@ -287,3 +287,15 @@ def test_on_kill_says_the_copy_goes_on_and_the_next_try_reuses_it(
     assert f"template {made['id']} goes on copying in Skytap" in out
     assert f"next try reuses it by its name {NAME!r}" in out
     assert run_task(clone(skytap_conn, wait_for_completion=False)).result["id"] == made["id"]
+
+
+def test_when_skytap_ignores_the_name_the_copy_is_found_by_its_tags_and_renamed(
+    skytap_conn: str, hook: SkytapHook, sim: Any
+) -> None:
+    sim.admin.config(copy_names=False, copy_seconds=2)
+    first = run_task(clone(skytap_conn, wait_for_completion=False)).result
+    assert hook.get_template(first["id"])["name"] != NAME  # Skytap chose its own name
+    retry = run_task(clone(skytap_conn)).result  # found by tags, waited for, renamed
+    assert retry["id"] == first["id"] and retry["created"] is False
+    assert hook.get_template(first["id"])["name"] == NAME
+    assert [t["id"] for t in sim.admin.state()["templates"] if t["id"] != "5001"] == [first["id"]]
