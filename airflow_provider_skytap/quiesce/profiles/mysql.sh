@@ -1,0 +1,63 @@
+# Profile "mysql": FLUSH TABLES WITH READ LOCK in a client session the guardian keeps open
+# (the lock ends with its session, so a one-shot `mysql -e` would hold nothing), freeze,
+# and after the thaw UNLOCK TABLES and end the session. If the guardian dies, the session's
+# input closes and the server drops the lock by itself.
+# Options: os_user (default root, e.g. socket auth), mysql (client path), defaults_file
+# (a my.cnf with the credentials; they never travel on the command line), socket.
+
+mysql_pre_freeze() {
+    _fifo=$dir/mysql.in
+    rm -f "$_fifo"
+    if ! mkfifo -m 600 "$_fifo"; then
+        step_err="cannot create $_fifo"
+        return 1
+    fi
+    set -- "$(opt mysql mysql)"
+    [ -n "$(opt defaults_file)" ] && set -- "$@" "--defaults-extra-file=$(opt defaults_file)"
+    set -- "$@" --batch --skip-column-names --unbuffered
+    [ -n "$(opt socket)" ] && set -- "$@" "--socket=$(opt socket)"
+    _u=$(opt os_user root)
+    [ "$_u" = root ] || set -- runuser -u "$_u" -- "$@"
+    "$@" <"$_fifo" >"$dir/mysql.out" 2>"$dir/mysql.err" &
+    setv mysql_pid $!
+    exec 7>"$_fifo"
+    printf 'FLUSH TABLES WITH READ LOCK;\nSELECT "skytap-quiesce-locked";\n' >&7
+    _n=0
+    while ! grep -q skytap-quiesce-locked "$dir/mysql.out" 2>/dev/null; do
+        if ! kill -0 "$(getv mysql_pid)" 2>/dev/null; then
+            step_err="mysql exited: $(oneline <"$dir/mysql.err")"
+            exec 7>&-
+            return 1
+        fi
+        if [ "$_n" -ge $((step_timeout * 10)) ]; then
+            step_err="FLUSH TABLES WITH READ LOCK did not finish within ${step_timeout} s \
+(a long query holds it up); gave up"
+            exec 7>&-
+            kill "$(getv mysql_pid)" 2>/dev/null
+            return 124
+        fi
+        sleep 0.1
+        _n=$((_n + 1))
+    done
+    return 0
+}
+
+mysql_post_thaw() {
+    # Only the guardian holds the session (fd 7); anywhere else the lock ended with it.
+    if ! true 2>/dev/null >&7; then
+        return 0
+    fi
+    printf 'UNLOCK TABLES;\n' >&7
+    exec 7>&-
+    _n=0
+    while kill -0 "$(getv mysql_pid)" 2>/dev/null; do
+        if [ "$_n" -ge 100 ]; then
+            step_err="the mysql session did not end after UNLOCK TABLES"
+            kill "$(getv mysql_pid)" 2>/dev/null
+            return 1
+        fi
+        sleep 0.1
+        _n=$((_n + 1))
+    done
+    return 0
+}
