@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 SSHD = "/usr/sbin/sshd"
+SESSION = uuid.uuid4().hex[:8]
 SUDO_USER = "skytapq"
 FREEZE_TOOLS = ("fsfreeze", "losetup", "mount", "umount", "mkfs.ext4", "mountpoint", "setsid")
 
@@ -379,11 +381,16 @@ def _no_guardian_left() -> Iterator[None]:
     assert not left, f"guardian processes were still running after the test: {left}"
 
 
+def unique_run_id(name: str) -> str:
+    """A run id no earlier test session used: guardian records in /run outlive a session."""
+    return f"manual__{name}__{SESSION}"
+
+
 def quiesce(action: str, *, run_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """Run a QuiesceOperator's execute as a task of a DAG run would (the guardian id needs
     the DAG and the run; each test is its own run unless it names one)."""
     if run_id is None:
-        run_id = "manual__" + os.environ["PYTEST_CURRENT_TEST"].split(" ")[0]
+        run_id = unique_run_id(os.environ["PYTEST_CURRENT_TEST"].split(" ")[0])
     from airflow.sdk import DAG
 
     from airflow_provider_skytap.operators.quiesce import QuiesceOperator

@@ -14,6 +14,7 @@ from tests.quiesce.conftest import (
     Sshd,
     quiesce,
     set_connection,
+    unique_run_id,
     write_finishes,
 )
 
@@ -79,7 +80,7 @@ def test_thaw_without_any_guardian_unfreezes_the_configured_mounts(loops, ssh_co
     conns = ssh_conns(1)
     a, b = loops.make("a"), loops.make("b")
     os.system(f"fsfreeze -f {a}")  # noqa: S605
-    result = quiesce("thaw", ssh_conn_ids=conns, mounts=[str(a), str(b)], run_id="never-froze")
+    result = quiesce("thaw", ssh_conn_ids=conns, mounts=[str(a), str(b)])
     host = result["hosts"][0]
     assert host["guardian"] == "none"
     assert host["mounts"] == {str(a): "thawed", str(b): "already-thawed"}
@@ -270,7 +271,7 @@ def test_on_kill_of_the_freeze_task_thaws(loops, ssh_conns) -> None:
             mounts=mounts,
             max_freeze_seconds=60,
         )
-    op.execute({"run_id": "killed"})  # type: ignore[arg-type]
+    op.execute({"run_id": unique_run_id("on-kill")})  # type: ignore[arg-type]
     op.on_kill()
     for paths in mounts.values():
         assert write_finishes(Path(paths[0]) / "after", 5)
