@@ -73,6 +73,21 @@ guardian_alive() {
     tr '\0' ' ' <"/proc/$_pid/cmdline" 2>/dev/null | grep -qF -- " run $dir" || return 1
 }
 
+# poll SECONDS CMD...: run CMD every 0.1 s until it succeeds (0) or SECONDS pass (1).
+poll() {
+    _left=$(($1 * 10))
+    shift
+    until "$@"; do
+        [ "$_left" -le 0 ] && return 1
+        sleep 0.1
+        _left=$((_left - 1))
+    done
+    return 0
+}
+
+# ended PID: the process is gone (a zombie still counts as there; see guardian_alive).
+ended() { ! kill -0 "$1" 2>/dev/null; }
+
 # probe MOUNT SECONDS: a write (create + remove a file) that cannot hang the caller.
 # A write to a frozen filesystem blocks in the kernel and cannot be killed, so it runs in a
 # background subshell that we stop waiting for: 0 writable, 1 error (in $probe_err), 2 hangs.
@@ -85,15 +100,10 @@ probe() {
         : >"$_f" && rm -f "$_f"
     ) </dev/null >/dev/null 2>"$_e" 7>&- &
     _p=$!
-    _n=0
-    while kill -0 "$_p" 2>/dev/null; do
-        if [ "$_n" -ge $(($2 * 10)) ]; then
-            probe_err="a write did not finish within $2 s"
-            return 2
-        fi
-        sleep 0.1
-        _n=$((_n + 1))
-    done
+    if ! poll "$2" ended "$_p"; then
+        probe_err="a write did not finish within $2 s"
+        return 2
+    fi
     if wait "$_p"; then
         rm -f "$_e"
         return 0

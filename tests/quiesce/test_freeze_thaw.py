@@ -210,11 +210,17 @@ def test_continue_crash_consistent_goes_on_without_the_failed_host(loops, ssh_co
     assert thawed["consistency"] == "crash-consistent"
 
 
-def test_guardian_deadline_thaws_and_the_thaw_says_inconsistent(loops, writers, ssh_conns) -> None:
+def freeze_one(loops, writers, ssh_conns, name: str, seconds: int = 60):
+    """One host, one mount with a writer, frozen: (conn ids, mount, writer, freeze result)."""
     conns = ssh_conns(1)
-    mount = loops.make("d")
+    mount = loops.make(name)
     writer = writers(mount)
-    frozen = quiesce("freeze", ssh_conn_ids=conns, mounts=[str(mount)], max_freeze_seconds=2)
+    frozen = quiesce("freeze", ssh_conn_ids=conns, mounts=[str(mount)], max_freeze_seconds=seconds)
+    return conns, mount, writer, frozen
+
+
+def test_guardian_deadline_thaws_and_the_thaw_says_inconsistent(loops, writers, ssh_conns) -> None:
+    conns, mount, writer, frozen = freeze_one(loops, writers, ssh_conns, "d", seconds=2)
     writer.assert_stalled(0.3)
     writer.wait_progress(timeout=2 + 5)  # the guardian's deadline, then it thaws by itself
     assert guardian_file(frozen, "fired") == "deadline"
@@ -234,10 +240,7 @@ def test_guardian_deadline_thaws_and_the_thaw_says_inconsistent(loops, writers, 
 
 
 def test_guardian_thaws_on_a_signal(loops, writers, ssh_conns) -> None:
-    conns = ssh_conns(1)
-    mount = loops.make("sig")
-    writer = writers(mount)
-    frozen = quiesce("freeze", ssh_conn_ids=conns, mounts=[str(mount)], max_freeze_seconds=60)
+    _, _, writer, frozen = freeze_one(loops, writers, ssh_conns, "sig")
     os.kill(frozen["hosts"][0]["pid"], signal.SIGTERM)
     writer.wait_progress()
     assert guardian_file(frozen, "fired") == "signal"

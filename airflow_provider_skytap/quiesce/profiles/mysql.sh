@@ -22,24 +22,24 @@ mysql_pre_freeze() {
     setv mysql_pid $!
     exec 7>"$_fifo"
     printf 'FLUSH TABLES WITH READ LOCK;\nSELECT "skytap-quiesce-locked";\n' >&7
-    _n=0
-    while ! grep -q skytap-quiesce-locked "$dir/mysql.out" 2>/dev/null; do
-        if ! kill -0 "$(getv mysql_pid)" 2>/dev/null; then
-            step_err="mysql exited: $(oneline <"$dir/mysql.err")"
-            exec 7>&-
-            return 1
-        fi
-        if [ "$_n" -ge $((step_timeout * 10)) ]; then
-            step_err="FLUSH TABLES WITH READ LOCK did not finish within ${step_timeout} s \
+    poll "$step_timeout" mysql_answered
+    if grep -q skytap-quiesce-locked "$dir/mysql.out" 2>/dev/null; then
+        return 0
+    fi
+    exec 7>&-
+    if ended "$(getv mysql_pid)"; then
+        step_err="mysql exited: $(oneline <"$dir/mysql.err")"
+        return 1
+    fi
+    kill "$(getv mysql_pid)" 2>/dev/null
+    step_err="FLUSH TABLES WITH READ LOCK did not finish within ${step_timeout} s \
 (a long query holds it up); gave up"
-            exec 7>&-
-            kill "$(getv mysql_pid)" 2>/dev/null
-            return 124
-        fi
-        sleep 0.1
-        _n=$((_n + 1))
-    done
-    return 0
+    return 124
+}
+
+# The lock is held (the marker query answered), or the client is gone.
+mysql_answered() {
+    grep -q skytap-quiesce-locked "$dir/mysql.out" 2>/dev/null || ended "$(getv mysql_pid)"
 }
 
 mysql_post_thaw() {
@@ -49,15 +49,8 @@ mysql_post_thaw() {
     fi
     printf 'UNLOCK TABLES;\n' >&7
     exec 7>&-
-    _n=0
-    while kill -0 "$(getv mysql_pid)" 2>/dev/null; do
-        if [ "$_n" -ge 100 ]; then
-            step_err="the mysql session did not end after UNLOCK TABLES"
-            kill "$(getv mysql_pid)" 2>/dev/null
-            return 1
-        fi
-        sleep 0.1
-        _n=$((_n + 1))
-    done
-    return 0
+    poll 10 ended "$(getv mysql_pid)" && return 0
+    step_err="the mysql session did not end after UNLOCK TABLES"
+    kill "$(getv mysql_pid)" 2>/dev/null
+    return 1
 }
