@@ -591,7 +591,9 @@ cmd_thaw() {
         # No guardian finished: record what happened, and resume applications in its place.
         [ "$unfroze" = 1 ] && [ ! -f "$dir/thawed_at" ] && setv thawed_at "$(now)"
         if [ "$guardian" = dead ] && mkdir "$dir/finishing" 2>/dev/null; then
-            fired='guardian-died'
+            # Guardian and backstop both gone. If the mounts were still frozen, the freeze
+            # held until now, as if we had told it; if not, it ended at an unknown time.
+            if [ "$unfroze" = 1 ]; then fired=thaw; else fired='guardian-died'; fi
             post_thaw
             setv fired "$fired"
             setv status thawed

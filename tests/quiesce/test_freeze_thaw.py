@@ -12,6 +12,7 @@ import pytest
 from airflow_provider_skytap.operators.quiesce import QuiesceError
 from tests.quiesce.conftest import (
     Sshd,
+    guardian_pids,
     quiesce,
     set_connection,
     unique_run_id,
@@ -424,3 +425,18 @@ def test_freeze_window_is_timed_on_the_vm(loops, ssh_conns) -> None:
     thawed = quiesce("thaw", ssh_conn_ids=conns, mounts=[mount])
     assert thawed["hosts"][0]["seconds_frozen"] >= 1
     assert thawed["freeze_window"]["seconds"] == thawed["hosts"][0]["seconds_frozen"]
+
+
+def test_thaw_takes_over_when_guardian_and_backstop_are_both_killed(
+    loops, writers, ssh_conns
+) -> None:
+    conns, mount, writer, frozen = freeze_one(loops, writers, ssh_conns, "both")
+    for pid in sorted(guardian_pids(), key=lambda p: p != frozen["hosts"][0]["pid"]):
+        os.kill(pid, signal.SIGKILL)  # backstop first: it would thaw for a dead guardian
+    writer.assert_stalled(1.5)  # nobody on the VM holds or thaws it any more
+    thawed = quiesce("thaw", ssh_conn_ids=conns, mounts=[str(mount)])
+    writer.wait_progress()
+    host = thawed["hosts"][0]
+    assert (host["guardian"], host["fired_by"], host["guardian_fired"]) == ("dead", "thaw", False)
+    assert host["mounts"] == {str(mount): "thawed"}
+    assert host["consistency"] == "application-consistent"
