@@ -48,8 +48,18 @@ now() {
     printf '%s' "$_t"
 }
 is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
-setv() { printf '%s\n' "$2" >"$dir/$1.tmp" && mv -f "$dir/$1.tmp" "$dir/$1"; }
-getv() { if [ -f "$dir/$1" ]; then cat "$dir/$1"; else printf '%s' "${2-}"; fi; }
+# State files hold one line each. Shell builtins only (no fork+exec per value): on a busy
+# VM, and with many hosts on one machine in the tests, that is most of arming's time.
+setv() { printf '%s\n' "$2" >"$dir/$1"; }
+getv() {
+    if [ -f "$dir/$1" ]; then
+        _v=
+        IFS= read -r _v <"$dir/$1"
+        printf '%s' "$_v"
+    else
+        printf '%s' "${2-}"
+    fi
+}
 opt() { getv "opt.$1" "${2-}"; }
 check_id() {
     case $1 in
@@ -157,6 +167,7 @@ cmd_preflight() {
         command -v "$_tool" >/dev/null 2>&1 || fail preflight "'$_tool' is not installed"
     done
     mkdir -p "$BASE" || fail preflight "cannot create $BASE"
+    prune_old # here, not in arm: nothing may delay the freeze once hosts start freezing
     if [ -n "$id" ]; then
         check_id "$id"
         release_earlier_try "$BASE/$id" 30 preflight
@@ -194,7 +205,7 @@ freeze_all() {
     i=1
     while [ "$i" -le "$n" ]; do
         [ -n "$fired" ] && return 1
-        m=$(cat "$dir/mount.$i")
+        m=$(getv "mount.$i")
         if fsfreeze -f "$m" 2>"$dir/freeze.err"; then
             setv "mstate.$i" frozen
             [ "$i" = 1 ] && setv frozen_at "$(now)"
@@ -343,7 +354,6 @@ cmd_arm() {
     *) fail args "unknown profile '$profile'" 2 ;;
     esac
     mkdir -p "$BASE" || fail arm "cannot create $BASE"
-    prune_old
     release_earlier_try "$BASE/$id" "$step_timeout" arm
     dir=$BASE/$id
     if [ -d "$dir" ]; then
@@ -357,19 +367,22 @@ cmd_arm() {
     setv step_timeout "$step_timeout"
     setv status arming
     setsid sh "$0" run "$dir" </dev/null >>"$dir/log" 2>&1 &
-    _limit=$(($(date +%s) + step_timeout + 60))
+    _left=$(((step_timeout + 60) * 20))
     while :; do
-        st=$(getv status)
+        st=
+        [ -f "$dir/status" ] && IFS= read -r st <"$dir/status"
         case $st in frozen | failed | cancelled | thawed) break ;; esac
-        if [ -f "$dir/pid" ] && ! guardian_alive && [ ! -f "$dir/result" ]; then
+        if [ $((_left % 20)) = 0 ] && [ -f "$dir/pid" ] && ! guardian_alive &&
+            [ ! -f "$dir/result" ]; then
             report_state
             fail arm "the guardian exited before freezing; its log: $(tail -c 800 "$dir/log")"
         fi
-        if [ "$(date +%s)" -ge "$_limit" ]; then
+        if [ "$_left" -le 0 ]; then
             report_state
             fail arm "the guardian did not finish freezing within $((step_timeout + 60)) s" 3
         fi
         sleep 0.05
+        _left=$((_left - 1))
     done
     report_state
     [ "$st" = frozen ] || exit 1

@@ -192,6 +192,14 @@ class Writer:
         return time.monotonic() - start
 
 
+def assert_all_stalled(feed: list[Writer], seconds: float = 0.3) -> None:
+    """No writer makes progress over one common interval (the freeze holds on every host)."""
+    before = [w.size() for w in feed]
+    time.sleep(seconds)
+    grew = [str(w.path) for w, size in zip(feed, before, strict=True) if w.size() != size]
+    assert not grew, f"grew while frozen: {grew}"
+
+
 @pytest.fixture
 def writers(loops: LoopMounts) -> Iterator[Callable[[Path], Writer]]:
     started: list[Writer] = []

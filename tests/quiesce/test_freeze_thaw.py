@@ -12,6 +12,7 @@ import pytest
 from airflow_provider_skytap.operators.quiesce import QuiesceError
 from tests.quiesce.conftest import (
     Sshd,
+    assert_all_stalled,
     guardian_pids,
     quiesce,
     set_connection,
@@ -43,8 +44,7 @@ def test_eight_hosts_freeze_in_parallel_and_thaw(loops, writers, ssh_conns) -> N
     assert frozen["frozen_hosts"] == 8
     assert frozen["consistency"] == "application-consistent"
     assert {h["status"] for h in frozen["hosts"]} == {"frozen"}
-    for writer in feed:
-        writer.assert_stalled(0.3)
+    assert_all_stalled(feed)
 
     thawed = quiesce("thaw", ssh_conn_ids=conns, mounts=mounts)
     for writer in feed:
@@ -351,8 +351,7 @@ def test_environment_id_resolves_the_vms_through_skytap(
         f"db-1 (VM 2002 at 127.0.0.1:{sshd.port})",
     ]
     assert [h["target"] for h in frozen["hosts"]] == ["env1001-vm2001", "env1001-vm2002"]
-    for writer in feed:
-        writer.assert_stalled(0.3)
+    assert_all_stalled(feed)
     quiesce("thaw", **common)
     for writer in feed:
         writer.wait_progress()

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.quiesce.conftest import quiesce, unique_run_id
+from tests.quiesce.conftest import assert_all_stalled, quiesce, unique_run_id
 
 MAX_FREEZE_SECONDS = 5
 GRACE = 5  # "a few seconds": the guardian's poll, fsfreeze -u and the writer's next write
@@ -60,8 +60,7 @@ def test_sigkill_of_the_freeze_task_leaves_nothing_frozen(loops, writers, ssh_co
         task.send_signal(signal.SIGKILL)
         task.wait()
     killed = time.monotonic()
-    for writer in feed:
-        writer.assert_stalled(0.2)  # still frozen after the task died
+    assert_all_stalled(feed, 0.2)  # still frozen after the task died
 
     # Every filesystem is writable again within max_freeze_seconds + a few seconds.
     waiting = dict(enumerate(feed))
