@@ -375,6 +375,18 @@ def guardian_pids() -> list[int]:
     return found
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _guardian_records() -> Iterator[None]:
+    """Remove the guardian records (in /run/skytap-quiesce) this session made, once done."""
+    state = Path("/run/skytap-quiesce")
+    before = set(state.iterdir()) if state.is_dir() else set()
+    yield
+    if state.is_dir():
+        for path in set(state.iterdir()) - before:
+            if path.name != "lib" and (path / "result").exists():
+                shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _no_guardian_left() -> Iterator[None]:
     """After each test no guardian may still run; one that does is stopped (it thaws)."""

@@ -49,7 +49,8 @@ def postgres(loops: LoopMounts, workdir: Path) -> Iterator[Postgres]:
     missing = [name for name, path in tools.items() if path is None]
     if missing:
         pytest.skip(f"postgres profile: no PostgreSQL here ({', '.join(missing)} not found)")
-    if _run_ok("id", PG_USER) is False:
+    created = not _run_ok("id", PG_USER)
+    if created:
         subprocess.run(["useradd", "--system", "--shell", "/bin/sh", PG_USER], check=True)
     mount = loops.make("pgdata", size_mb=64)
     data = mount / "data"
@@ -86,6 +87,8 @@ def postgres(loops: LoopMounts, workdir: Path) -> Iterator[Postgres]:
             timeout=120,
             check=False,
         )
+        if created:
+            subprocess.run(["userdel", PG_USER], capture_output=True, check=False)
 
 
 def _run_ok(*args: str) -> bool:
