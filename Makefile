@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 UV := $(shell command -v uv 2>/dev/null)
 
-.PHONY: test lint demo venv constraints clean
+.PHONY: test lint demo venv constraints clean system-deps
 
 $(BIN)/python:
 	scripts/bootstrap.sh $(VENV) $(PYTHON)
@@ -28,7 +28,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# sshd, sudo and the freeze tools for tests/quiesce: installed with apt when root and missing.
+system-deps:
+	scripts/system-deps.sh
+
+test: system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -1,0 +1,290 @@
+"""The commands QuiesceOperator sends to a VM, and the rules for the values that go into them.
+
+The VM side is one fixed script, ``guardian.sh`` with the ``profiles/*.sh`` appended, shipped
+as package data. It is installed once per boot under ``/run/skytap-quiesce/lib/<sha256 prefix>.sh``
+(content-addressed, checked with ``sha256sum`` on arrival) and then run with short commands
+whose every argument comes from :func:`shlex.quote`. Nothing a DAG author writes is ever
+spliced into shell code: mounts, option values and ids travel as single arguments, and the
+script only stores them in files or passes them on as ``"$@"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import math
+import posixpath
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+PROFILES = ("fsfreeze", "postgres", "mysql", "custom")
+PROFILE_OPTIONS: Mapping[str, frozenset[str]] = {
+    "fsfreeze": frozenset(),
+    "postgres": frozenset({"os_user", "psql", "host", "port", "database"}),
+    "mysql": frozenset({"os_user", "mysql", "defaults_file", "socket"}),
+    "custom": frozenset({"pre_freeze", "post_thaw"}),
+}
+# Freezing these can hang the host, sshd and sudo (they write to / and /var); refused unless
+# the DAG author forces it with allow_root_fs=True. The script checks the same list.
+SYSTEM_MOUNTS = frozenset({"/", "/boot", "/boot/efi", "/usr", "/var"})
+STATE_DIR = "/run/skytap-quiesce"
+LIB_DIR = f"{STATE_DIR}/lib"
+# The script's own exit code for "not installed here": the operator installs it and retries.
+NOT_INSTALLED = 99
+REPORT_PREFIX = "@@sq "
+# Report keys that may appear several times (one line per mount).
+LIST_KEYS = frozenset({"mount", "outcome", "mount_ok"})
+# How the guardian's hold ended when it did not end by the thaw task: the copy may be torn.
+GUARDIAN_FIRED = frozenset({"deadline", "signal", "guardian-died", "backstop"})
+
+
+@dataclass(frozen=True)
+class GuardianScript:
+    """The VM-side script: its text, its sha256 (the installed file's name) and its payload."""
+
+    text: str
+    sha256: str
+
+    @property
+    def path(self) -> str:
+        return f"{LIB_DIR}/{self.sha256[:16]}.sh"
+
+    @property
+    def payload(self) -> str:
+        """gzip + base64 of the text: one shell word, safe to send inside single quotes."""
+        return base64.b64encode(gzip.compress(self.text.encode(), 9, mtime=0)).decode()
+
+
+@lru_cache(maxsize=1)
+def guardian_script() -> GuardianScript:
+    """guardian.sh, then each profile, then the call of ``main``; read from package data."""
+    pkg = resources.files(__package__)
+    parts = [pkg.joinpath("guardian.sh").read_text()]
+    parts += [pkg.joinpath("profiles", f"{name}.sh").read_text() for name in PROFILES]
+    text = "#!/bin/sh\n" + "\n".join(parts) + '\nmain "$@"\n'
+    return GuardianScript(text, hashlib.sha256(text.encode()).hexdigest())
+
+
+def _sudo(sudo: bool) -> str:
+    return "sudo -n " if sudo else ""
+
+
+def run_command(action: str, args: Sequence[str], *, sudo: bool) -> str:
+    """Run the installed script; exit code ``NOT_INSTALLED`` when it is not there (yet)."""
+    script = guardian_script()
+    runner = f'[ -f "$0" ] || exit {NOT_INSTALLED}; exec sh "$0" "$@"'
+    words = ["sh", "-c", runner, script.path, action, *args]
+    return _sudo(sudo) + shlex.join(words)
+
+
+def install_command(*, sudo: bool) -> str:
+    """Write the script to ``/run/skytap-quiesce/lib/<sha256 prefix>.sh``, checking its hash."""
+    script = guardian_script()
+    install = (
+        'set -eu; umask 077; mkdir -p "$1"; t=$(mktemp "$1/.in.XXXXXX"); '
+        'base64 -d | gzip -dc >"$t"; '
+        'if printf "%s  %s\\n" "$2" "$t" | sha256sum -c --status; then mv -f "$t" "$3"; '
+        'else rm -f "$t"; echo "the script arrived damaged (sha256 mismatch)" >&2; exit 1; fi'
+    )
+    return (
+        f"printf %s {shlex.quote(script.payload)} | "
+        + _sudo(sudo)
+        + shlex.join(
+            ["sh", "-c", install, "skytap-quiesce-install", LIB_DIR, script.sha256, script.path]
+        )
+    )
+
+
+def parse_report(stdout: bytes | str) -> dict[str, Any]:
+    """The script's ``@@sq key=value`` lines; LIST_KEYS collect every value, others the last."""
+    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
+    report: dict[str, Any] = {key: [] for key in LIST_KEYS}
+    for line in text.splitlines():
+        if not line.startswith(REPORT_PREFIX):
+            continue
+        key, _, value = line[len(REPORT_PREFIX) :].partition("=")
+        if key in LIST_KEYS:
+            report[key].append(value)
+        else:
+            report[key] = value
+    return report
+
+
+def mount_states(lines: Iterable[str]) -> dict[str, str]:
+    """``["frozen /data", ...]`` -> ``{"/data": "frozen"}``."""
+    states: dict[str, str] = {}
+    for line in lines:
+        state, _, mount = line.partition(" ")
+        states[mount] = state
+    return states
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_mounts(mounts: Any, *, allow_root_fs: bool) -> list[str]:
+    """Absolute, normalised, distinct paths; system filesystems only when forced."""
+    if isinstance(mounts, str) or not isinstance(mounts, Iterable):
+        raise ValueError(f"mounts must be a list of absolute paths, got {mounts!r}")
+    found: list[str] = []
+    for mount in mounts:
+        if not isinstance(mount, str) or not mount.startswith("/"):
+            raise ValueError(f"mounts: {mount!r} is not an absolute path")
+        if any(ord(c) < 32 or ord(c) == 127 for c in mount):
+            raise ValueError(f"mounts: {mount!r} contains a control character")
+        norm = posixpath.normpath(mount)
+        if norm.startswith("//"):
+            norm = "/" + norm.lstrip("/")
+        if norm != mount.rstrip("/") and not (mount == "/" and norm == "/"):
+            raise ValueError(f"mounts: {mount!r} is not a normalised path (did you mean {norm!r}?)")
+        if norm in SYSTEM_MOUNTS and not allow_root_fs:
+            raise ValueError(
+                f"mounts: refusing to freeze {norm!r}: freezing a system filesystem can hang the "
+                "host, its SSH logins and sudo; pass allow_root_fs=True to force it"
+            )
+        if norm in found:
+            raise ValueError(f"mounts: {norm!r} is listed twice")
+        found.append(norm)
+    if not found:
+        raise ValueError("mounts must name at least one filesystem to freeze")
+    return found
+
+
+def validate_mount_map(mounts: Any, *, allow_root_fs: bool) -> dict[str, list[str]]:
+    """``mounts`` as a mapping target name -> mounts; a plain list applies to every target."""
+    if not isinstance(mounts, Mapping):
+        return {"*": validate_mounts(mounts, allow_root_fs=allow_root_fs)}
+    if not mounts:
+        raise ValueError("mounts must not be an empty mapping")
+    found: dict[str, list[str]] = {}
+    for name, paths in mounts.items():
+        try:
+            found[str(name)] = validate_mounts(paths, allow_root_fs=allow_root_fs)
+        except ValueError as exc:
+            raise ValueError(f"mounts[{name!r}]: {exc}") from None
+    return found
+
+
+def mounts_per_target(
+    mounts: Mapping[str, list[str]], names: Sequence[str]
+) -> dict[str, list[str]]:
+    """Each target's mounts: its own entry, else ``"*"``; a key naming no target is an error."""
+    unknown = sorted(set(mounts) - set(names) - {"*"})
+    if unknown:
+        raise ValueError(
+            f"mounts names {unknown!r}, which are not targets; targets: {list(names)!r}"
+        )
+    found: dict[str, list[str]] = {}
+    for name in names:
+        if name not in mounts and "*" not in mounts:
+            raise ValueError(f"mounts has no entry for {name!r} (and no '*' entry)")
+        found[name] = mounts.get(name, mounts.get("*", []))
+    return found
+
+
+def positive_seconds(field: str, value: Any) -> int:
+    """Whole seconds, at least 1 (templated strings allowed); a fraction is dropped, never added."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number < 1:
+        raise ValueError(
+            f"{field} must be a positive number of seconds (at least 1), got {value!r}"
+        )
+    return int(number)
+
+
+def positive_int(field: str, value: Any) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        raise ValueError(f"{field} must be a positive whole number, got {value!r}")
+    return number
+
+
+def validate_profile(
+    profile: Any,
+    options: Mapping[str, Any] | None,
+    *,
+    pre_freeze_command: str | None = None,
+    post_thaw_command: str | None = None,
+) -> dict[str, str]:
+    """The profile's options as strings, unknown keys refused; custom commands folded in."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"profile_options must be a mapping, got {options!r}")
+    found = {str(k): "" if v is None else str(v) for k, v in (options or {}).items()}
+    for key, command in (("pre_freeze", pre_freeze_command), ("post_thaw", post_thaw_command)):
+        if command is None or command == "":
+            continue
+        if profile != "custom":
+            raise ValueError(
+                f"{key}_command is only used by profile='custom' (profile is {profile!r})"
+            )
+        if not isinstance(command, str):
+            raise ValueError(f"{key}_command must be a shell command line, got {command!r}")
+        found[key] = command
+    unknown = sorted(set(found) - PROFILE_OPTIONS[profile])
+    if unknown:
+        allowed = sorted(PROFILE_OPTIONS[profile]) or "none"
+        raise ValueError(
+            f"profile_options {unknown!r} are not options of profile {profile!r} "
+            f"(its options: {allowed})"
+        )
+    for key, value in found.items():
+        if "\0" in value:
+            raise ValueError(f"profile_options[{key!r}] contains a NUL byte")
+    if profile == "custom" and not found:
+        raise ValueError("profile='custom' needs pre_freeze_command and/or post_thaw_command")
+    return found
+
+
+_SLUG = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def guardian_id(dag_id: str, run_id: str, target: str) -> str:
+    """The guardian's name on the VM, the same in the freeze and the thaw task of one run.
+
+    Unique per (DAG, run, target): several targets may be one machine (tests: one sshd), and
+    the thaw task finds the guardian from these three alone, without the freeze task's XCom.
+    """
+    digest = hashlib.sha256(f"{dag_id}\0{run_id}\0{target}".encode()).hexdigest()[:20]
+    slug = _SLUG.sub("-", target).strip("-")[:40] or "target"
+    return f"{slug}-{digest}"
+
+
+def preflight_args(gid: str, mounts: Sequence[str], *, allow_root_fs: bool) -> list[str]:
+    return ["--id", gid, *(["--allow-system-mounts"] if allow_root_fs else []), "--", *mounts]
+
+
+def arm_args(
+    gid: str,
+    mounts: Sequence[str],
+    *,
+    profile: str,
+    options: Mapping[str, str],
+    max_seconds: int,
+    step_timeout: int,
+) -> list[str]:
+    args = ["--id", gid, "--profile", profile, "--max-seconds", str(max_seconds)]
+    args += ["--step-timeout", str(step_timeout)]
+    for key, value in sorted(options.items()):
+        args += ["--opt", f"{key}={value}"]
+    return [*args, "--", *mounts]
+
+
+def thaw_args(
+    gid: str, mounts: Sequence[str], *, reason: str, probe_timeout: int, wait: int
+) -> list[str]:
+    args = ["--id", gid, "--reason", reason, "--probe-timeout", str(probe_timeout)]
+    return [*args, "--wait", str(wait), "--", *mounts]

@@ -1,0 +1,641 @@
+# skytap-quiesce: the VM side of QuiesceOperator. POSIX sh + coreutils + util-linux.
+#
+# The operator sends this file (with the profiles appended and `main "$@"` last) over SSH
+# and runs it as root (directly or through `sudo -n`). Every argument it passes is quoted
+# with shlex.quote on the Airflow side; nothing here ever evals an argument.
+#
+#   preflight [--allow-system-mounts] -- MOUNT...
+#       Check each mount: absolute, exists, is a mount point, not a system mount, not on
+#       the same filesystem as the state dir, and not already frozen (a bounded write probe).
+#   arm --id ID --profile P --max-seconds N --step-timeout N [--opt KEY=VALUE]... -- MOUNT...
+#       Start the guardian (detached, its own session) and wait until it has frozen every
+#       mount or failed. The guardian runs the profile's pre-freeze step, starts its deadline
+#       timer, freezes the mounts in order, then holds the freeze until the thaw task tells it
+#       to thaw, a signal arrives, or the deadline passes, and then thaws in reverse order
+#       and runs the profile's post-thaw step (applications resume after the filesystems).
+#   thaw --id ID --probe-timeout N --wait N [--reason R] -- MOUNT...
+#       Tell the guardian to thaw and wait for its record; then unfreeze, in reverse order,
+#       whatever is still frozen (idempotent: "Invalid argument" means already thawed) and
+#       check with a bounded write that every mount is writable again. Works with no guardian.
+#   run DIR, backstop DIR: internal (the detached guardian and its watchdog).
+#
+# State, logs and the control channel live in /run/skytap-quiesce/ID (tmpfs), never on a
+# filesystem being frozen: preflight refuses a mount that holds the state dir. Every report
+# line for the operator is `@@sq KEY=VALUE` on stdout.
+
+set -u
+umask 077
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+LC_ALL=C
+export PATH LC_ALL
+BASE=/run/skytap-quiesce
+NL='
+'
+
+# ---------------------------------------------------------------- small helpers
+
+say() { printf '@@sq %s=%s\n' "$1" "$2"; }
+oneline() { tr '\n\r\t' '   ' | sed 's/ *$//' | cut -c1-1500; }
+fail() {
+    # fail STEP MESSAGE [EXIT]: report the failing step and stop
+    say error_step "$1"
+    say error "$(printf '%s' "$2" | oneline)"
+    exit "${3:-1}"
+}
+now() {
+    _t=$(date +%s.%N 2>/dev/null)
+    case $_t in *N* | '') _t=$(date +%s) ;; esac
+    printf '%s' "$_t"
+}
+is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
+# State files hold one line each. Shell builtins only (no fork+exec per value): on a busy
+# VM, and with many hosts on one machine in the tests, that is most of arming's time.
+setv() { printf '%s\n' "$2" >"$dir/$1"; }
+getv() {
+    if [ -f "$dir/$1" ]; then
+        _v=
+        IFS= read -r _v <"$dir/$1"
+        printf '%s' "$_v"
+    else
+        printf '%s' "${2-}"
+    fi
+}
+opt() { getv "opt.$1" "${2-}"; }
+check_id() {
+    case $1 in
+    '' | .* | *[!A-Za-z0-9._-]*) fail args "invalid guardian id '$1'" 2 ;;
+    esac
+}
+check_mount() {
+    case $1 in
+    /*) ;;
+    *) fail args "mount '$1' is not an absolute path" 2 ;;
+    esac
+    case $1 in *"$NL"*) fail args "mount names may not contain a newline" 2 ;; esac
+}
+
+# The pid recorded in DIR/pid still runs this guardian: not a recycled pid, and not a zombie
+# (kill -0 succeeds on a zombie; its cmdline is empty).
+guardian_alive() {
+    _pid=$(getv pid)
+    is_uint "$_pid" || return 1
+    kill -0 "$_pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$_pid/cmdline" 2>/dev/null | grep -qF -- " run $dir" || return 1
+}
+
+# poll SECONDS CMD...: run CMD every 0.1 s until it succeeds (0) or SECONDS pass (1).
+poll() {
+    _left=$(($1 * 10))
+    shift
+    until "$@"; do
+        [ "$_left" -le 0 ] && return 1
+        sleep 0.1
+        _left=$((_left - 1))
+    done
+    return 0
+}
+
+# ended PID: the process is gone (a zombie still counts as there; see guardian_alive).
+ended() { ! kill -0 "$1" 2>/dev/null; }
+
+# probe MOUNT SECONDS: a write (create + remove a file) that cannot hang the caller.
+# A write to a frozen filesystem blocks in the kernel and cannot be killed, so it runs in a
+# background subshell that we stop waiting for: 0 writable, 1 error (in $probe_err), 2 hangs.
+# A probe left hanging finishes and removes its file once the filesystem thaws.
+probe() {
+    _f="$1/.skytap-quiesce-probe.$$"
+    _e="$BASE/.probe-err.$$"
+    (
+        trap '' HUP INT TERM QUIT
+        : >"$_f" && rm -f "$_f"
+    ) </dev/null >/dev/null 2>"$_e" 7>&- &
+    _p=$!
+    if ! poll "$2" ended "$_p"; then
+        probe_err="a write did not finish within $2 s"
+        return 2
+    fi
+    if wait "$_p"; then
+        rm -f "$_e"
+        return 0
+    fi
+    probe_err=$(oneline <"$_e")
+    rm -f "$_e"
+    return 1
+}
+
+# run_step NAME CMD...: run one profile command with the step timeout, output kept in DIR.
+run_step() {
+    _name=$1
+    shift
+    timeout -k 5 "$step_timeout" "$@" </dev/null >"$dir/$_name.out" 2>"$dir/$_name.err" 7>&-
+    _rc=$?
+    if [ "$_rc" -ne 0 ]; then
+        step_err=$(oneline <"$dir/$_name.err")
+        [ "$_rc" -eq 124 ] && step_err="timed out after ${step_timeout} s; $step_err"
+    fi
+    return "$_rc"
+}
+
+# as_user USER STEP CMD...: run_step as USER (root: directly), for the database profiles.
+as_user() {
+    _u=$1
+    _s=$2
+    shift 2
+    if [ "$_u" = root ]; then
+        run_step "$_s" "$@"
+    else
+        run_step "$_s" runuser -u "$_u" -- "$@"
+    fi
+}
+
+# ---------------------------------------------------------------- preflight
+
+cmd_preflight() {
+    allow=0
+    id=''
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --allow-system-mounts) allow=1 ;;
+        --id) id=$2; shift ;;
+        --) shift; break ;;
+        *) fail args "unknown option '$1'" 2 ;;
+        esac
+        shift
+    done
+    [ $# -gt 0 ] || fail args "no mounts given" 2
+    for _tool in fsfreeze mountpoint setsid timeout stat date sleep; do
+        command -v "$_tool" >/dev/null 2>&1 || fail preflight "'$_tool' is not installed"
+    done
+    mkdir -p "$BASE" || fail preflight "cannot create $BASE"
+    prune_old # here, not in arm: nothing may delay the freeze once hosts start freezing
+    if [ -n "$id" ]; then
+        check_id "$id"
+        release_earlier_try "$BASE/$id" 30 preflight
+    fi
+    _statedev=$(stat -c %d "$BASE")
+    for m in "$@"; do
+        check_mount "$m"
+        [ -d "$m" ] || fail preflight "$m does not exist (or is not a directory)"
+        mountpoint -q "$m" || fail preflight "$m is not a mount point"
+        if [ "$allow" = 0 ]; then
+            case $m in
+            / | /boot | /boot/efi | /usr | /var)
+                fail preflight "$m is a system filesystem; freezing it can hang the host and \
+new SSH logins (pass allow_root_fs=True to force it)" ;;
+            esac
+        fi
+        if [ "$(stat -c %d "$m")" = "$_statedev" ]; then
+            fail preflight "$m holds $BASE, where the guardian keeps its state; that must \
+stay writable (is /run a tmpfs on this host?)"
+        fi
+        probe "$m" 3
+        case $? in
+        1) fail preflight "$m is not writable: $probe_err" ;;
+        2) fail preflight "$m is already frozen ($probe_err); refusing to freeze it again" ;;
+        esac
+        say mount_ok "$m"
+    done
+    say status ok
+}
+
+# ---------------------------------------------------------------- the guardian
+
+freeze_all() {
+    # Freeze mounts 1..n in order; stop at the first failure or when told to stop.
+    i=1
+    while [ "$i" -le "$n" ]; do
+        [ -n "$fired" ] && return 1
+        m=$(getv "mount.$i")
+        if fsfreeze -f "$m" 2>"$dir/freeze.err"; then
+            setv "mstate.$i" frozen
+            [ "$i" = 1 ] && setv frozen_at "$(now)"
+            say frozen "$m"
+        else
+            _rc=$?
+            _err=$(oneline <"$dir/freeze.err")
+            case $_err in
+            *busy* | *Busy*) setv "mstate.$i" busy ;; # frozen by someone else: not ours
+            *) setv "mstate.$i" failed ;;
+            esac
+            setv freeze_rc "$_rc"
+            setv error_step freeze
+            setv error "fsfreeze -f $m: $_err"
+            return 1
+        fi
+        i=$((i + 1))
+    done
+    setv freeze_rc 0
+    return 0
+}
+
+thaw_ours() {
+    # Unfreeze, in reverse order, the mounts this guardian froze.
+    [ -f "$dir/thaw_rc" ] || setv thaw_rc 0
+    i=$n
+    while [ "$i" -ge 1 ]; do
+        if [ "$(getv "mstate.$i")" = frozen ]; then
+            m=$(cat "$dir/mount.$i")
+            if fsfreeze -u "$m" 2>"$dir/thaw.err" || grep -q 'Invalid argument' "$dir/thaw.err"; then
+                setv "mstate.$i" thawed
+                say thawed "$m"
+            else
+                setv thaw_rc 1
+                setv error_step thaw
+                setv error "fsfreeze -u $m: $(oneline <"$dir/thaw.err")"
+            fi
+        fi
+        i=$((i - 1))
+    done
+    if [ -f "$dir/frozen_at" ] && [ ! -f "$dir/thawed_at" ]; then setv thawed_at "$(now)"; fi
+}
+
+post_thaw() {
+    [ "$(getv pre_freeze_rc)" = 0 ] || return 0
+    [ -f "$dir/post_thaw_rc" ] && return 0
+    step_err=
+    "${profile}_post_thaw"
+    _rc=$?
+    setv post_thaw_rc "$_rc"
+    [ "$_rc" -eq 0 ] || setv post_thaw_error "$step_err"
+}
+
+# finish STATUS: the one place that ends a guardian's hold, whoever gets there first.
+finish() {
+    mkdir "$dir/finishing" 2>/dev/null || return 1
+    thaw_ours
+    post_thaw
+    setv fired "$fired"
+    setv status "$1"
+    setv result "$1"
+    return 0
+}
+
+load() {
+    dir=$1
+    cd / || exit 1
+    n=$(getv nmounts 0)
+    max_seconds=$(getv max_seconds)
+    step_timeout=$(getv step_timeout)
+    profile=$(getv profile)
+}
+
+cmd_run() {
+    load "$1"
+    fired=
+    trap 'fired=${fired:-told}' USR1
+    trap 'fired=${fired:-signal}' TERM INT HUP QUIT
+    setv pid $$
+    setv status preparing
+    step_err=
+    "${profile}_pre_freeze"
+    _rc=$?
+    setv pre_freeze_rc "$_rc"
+    if [ "$_rc" -ne 0 ]; then
+        setv error_step pre-freeze
+        setv error "$profile pre-freeze failed (exit $_rc): $step_err"
+        finish failed
+        exit 1
+    fi
+    # Armed: the deadline timer runs before the first freeze, so no mount stays frozen longer
+    # than max_seconds even if this shell is stopped. The backstop thaws if this shell dies.
+    sleep "$max_seconds" >/dev/null 2>&1 7>&- &
+    timer=$!
+    setv deadline_at "$(($(date +%s) + max_seconds))"
+    setsid sh "$0" backstop "$dir" </dev/null >>"$dir/log" 2>&1 7>&- &
+    if ! freeze_all; then
+        kill "$timer" 2>/dev/null
+        if [ -n "$fired" ]; then finish cancelled; else finish failed; fi
+        exit 1
+    fi
+    setv status frozen
+    while [ -z "$fired" ]; do
+        wait "$timer"
+        if [ -z "$fired" ] && ! kill -0 "$timer" 2>/dev/null; then fired=deadline; fi
+    done
+    kill "$timer" 2>/dev/null
+    if [ "$fired" = told ]; then fired=$(getv request told); fi
+    finish thawed
+    exit 0
+}
+
+cmd_backstop() {
+    # A watchdog for the guardian itself: if the guardian is killed (SIGKILL, OOM) or has not
+    # finished 5 s after its deadline, thaw in its place. It ignores the signals the guardian
+    # handles, so that a signal to the whole group still lets the guardian do the thawing.
+    load "$1"
+    trap '' HUP INT TERM QUIT USR1
+    _limit=$(($(getv deadline_at) + 5))
+    while [ ! -f "$dir/result" ]; do
+        if ! guardian_alive; then
+            fired='guardian-died'
+            break
+        fi
+        if [ "$(date +%s)" -ge "$_limit" ]; then
+            fired=backstop
+            break
+        fi
+        sleep 1
+    done
+    [ -f "$dir/result" ] && exit 0
+    finish thawed && say backstop "$fired"
+    exit 0
+}
+
+cmd_arm() {
+    id='' profile='' max_seconds='' step_timeout='' dir=''
+    arm_parse "$@"
+    check_id "$id"
+    is_uint "$max_seconds" && [ "$max_seconds" -gt 0 ] ||
+        fail args "max seconds must be a positive whole number, got '$max_seconds'" 2
+    is_uint "$step_timeout" && [ "$step_timeout" -gt 0 ] ||
+        fail args "step timeout must be a positive whole number, got '$step_timeout'" 2
+    case $profile in
+    fsfreeze | postgres | mysql | custom) ;;
+    *) fail args "unknown profile '$profile'" 2 ;;
+    esac
+    mkdir -p "$BASE" || fail arm "cannot create $BASE"
+    release_earlier_try "$BASE/$id" "$step_timeout" arm
+    dir=$BASE/$id
+    if [ -d "$dir" ]; then
+        rm -rf "$dir.prev"
+        mv "$dir" "$dir.prev" || fail arm "cannot move $dir aside"
+    fi
+    mkdir "$dir" || fail arm "cannot create $dir"
+    arm_parse "$@"
+    setv profile "$profile"
+    setv max_seconds "$max_seconds"
+    setv step_timeout "$step_timeout"
+    setv status arming
+    setsid sh "$0" run "$dir" </dev/null >>"$dir/log" 2>&1 &
+    _left=$(((step_timeout + 60) * 20))
+    while :; do
+        st=
+        [ -f "$dir/status" ] && IFS= read -r st <"$dir/status"
+        case $st in frozen | failed | cancelled | thawed) break ;; esac
+        if [ $((_left % 20)) = 0 ] && [ -f "$dir/pid" ] && ! guardian_alive &&
+            [ ! -f "$dir/result" ]; then
+            report_state
+            fail arm "the guardian exited before freezing; its log: $(tail -c 800 "$dir/log")"
+        fi
+        if [ "$_left" -le 0 ]; then
+            report_state
+            fail arm "the guardian did not finish freezing within $((step_timeout + 60)) s" 3
+        fi
+        sleep 0.05
+        _left=$((_left - 1))
+    done
+    report_state
+    [ "$st" = frozen ] || exit 1
+    exit 0
+}
+
+# Two passes over arm's arguments: the first (no dir yet) validates, the second writes each
+# --opt value and each mount to its own file, so no value ever passes through eval or a list.
+arm_parse() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --id) id=$2; shift ;;
+        --profile) profile=$2; shift ;;
+        --max-seconds) max_seconds=$2; shift ;;
+        --step-timeout) step_timeout=$2; shift ;;
+        --opt)
+            _k=${2%%=*}
+            case $_k in '' | *[!a-z_]*) fail args "invalid option name '$_k'" 2 ;; esac
+            [ -n "$dir" ] && printf '%s' "${2#*=}" >"$dir/opt.$_k"
+            shift
+            ;;
+        --) shift; break ;;
+        *) fail args "unknown option '$1'" 2 ;;
+        esac
+        shift
+    done
+    [ $# -gt 0 ] || fail args "no mounts given" 2
+    _i=0
+    for m in "$@"; do
+        check_mount "$m"
+        _i=$((_i + 1))
+        if [ -n "$dir" ]; then
+            printf '%s\n' "$m" >"$dir/mount.$_i"
+            setv "mstate.$_i" pending
+        fi
+    done
+    [ -n "$dir" ] && setv nmounts "$_i"
+    return 0
+}
+
+# Records of finished guardians older than a week go; /run is cleared at boot anyway.
+prune_old() {
+    for _d in "$BASE"/*; do
+        [ -f "$_d/result" ] || continue
+        [ -n "$(find "$_d/result" -mtime +7 2>/dev/null)" ] && rm -rf "$_d"
+    done
+    return 0
+}
+
+# release_earlier_try DIR SECONDS STEP: a guardian of an earlier try of this freeze (same DAG, run
+# and target) still holds its freeze. The copy cannot have started (it waits for the freeze
+# task to succeed), so tell it to thaw; the new try then starts over. Its record stays as .prev.
+release_earlier_try() {
+    dir=$1
+    [ -d "$dir" ] || return 0
+    [ ! -f "$dir/result" ] || return 0
+    guardian_alive || return 0
+    request_thaw retry
+    wait_result "$2" || fail "$3" "the guardian of an earlier try (pid $(getv pid)) did not \
+thaw when told to; thaw it first"
+    say previous_guardian thawed
+}
+
+request_thaw() {
+    setv request "$1"
+    kill -USR1 "$(getv pid)" 2>/dev/null
+}
+
+# wait_result SECONDS: until the guardian has written its record (USR1 again every second, in
+# case the first arrived between its checks). 1 if it is still running at the end.
+wait_result() {
+    _n=0
+    while [ ! -f "$dir/result" ]; do
+        if ! guardian_alive; then
+            sleep 0.2
+            [ -f "$dir/result" ]
+            return
+        fi
+        [ "$_n" -ge $(($1 * 20)) ] && return 1
+        [ $((_n % 20)) = 19 ] && kill -USR1 "$(getv pid)" 2>/dev/null
+        sleep 0.05
+        _n=$((_n + 1))
+    done
+    return 0
+}
+
+report_state() {
+    for _k in status pid profile frozen_at deadline_at thawed_at fired request pre_freeze_rc \
+        freeze_rc thaw_rc post_thaw_rc error_step error post_thaw_error; do
+        [ -f "$dir/$_k" ] || continue
+        _v=$(cat "$dir/$_k")
+        say "$_k" "$(printf '%s' "$_v" | oneline)"
+    done
+    _i=1
+    while [ "$_i" -le "$(getv nmounts 0)" ]; do
+        say mount "$(getv "mstate.$_i") $(cat "$dir/mount.$_i")"
+        _i=$((_i + 1))
+    done
+}
+
+# ---------------------------------------------------------------- thaw
+
+cmd_thaw() {
+    id='' probe_timeout=10 wait_s=30 reason=thaw
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --id) id=$2; shift ;;
+        --probe-timeout) probe_timeout=$2; shift ;;
+        --wait) wait_s=$2; shift ;;
+        --reason) reason=$2; shift ;;
+        --) shift; break ;;
+        *) fail args "unknown option '$1'" 2 ;;
+        esac
+        shift
+    done
+    check_id "$id"
+    is_uint "$probe_timeout" || fail args "probe timeout must be a whole number" 2
+    is_uint "$wait_s" || fail args "wait must be a whole number" 2
+    case $reason in thaw | rollback | kill) ;; *) fail args "unknown reason '$reason'" 2 ;; esac
+    [ $# -gt 0 ] || fail args "no mounts given" 2
+    for m in "$@"; do check_mount "$m"; done
+    mkdir -p "$BASE" || fail thaw "cannot create $BASE"
+
+    dir=$BASE/$id
+    n=0
+    guardian=none
+    if [ -d "$dir" ]; then
+        load "$dir"
+        if [ -f "$dir/result" ]; then
+            guardian=finished
+        elif guardian_alive; then
+            request_thaw "$reason"
+            if wait_result "$wait_s"; then guardian=told; else guardian=unresponsive; fi
+        else
+            guardian=dead
+        fi
+    fi
+    say guardian "$guardian"
+
+    # What to see to: the guardian's mounts (it knows what it froze), then any configured
+    # mount it did not have. Numbered files, so the reverse pass needs no arrays or eval.
+    work=$BASE/.thaw.$$
+    rm -rf "$work"
+    mkdir "$work" || fail thaw "cannot create $work"
+    k=0
+    j=1
+    while [ "$j" -le "$n" ]; do
+        k=$((k + 1))
+        cp "$dir/mount.$j" "$work/m.$k"
+        getv "mstate.$j" >"$work/s.$k"
+        j=$((j + 1))
+    done
+    for m in "$@"; do
+        j=1
+        while [ "$j" -le "$k" ]; do
+            [ "$(cat "$work/m.$j")" = "$m" ] && break
+            j=$((j + 1))
+        done
+        if [ "$j" -gt "$k" ]; then
+            k=$j
+            printf '%s\n' "$m" >"$work/m.$k"
+            printf 'unknown\n' >"$work/s.$k"
+        fi
+    done
+
+    # A guardian that finished or answered is trusted about which mounts it still holds;
+    # without one, everything configured is unfrozen (a mount that was not frozen answers
+    # "Invalid argument": already thawed). A mount someone else had frozen is left alone.
+    trust=0
+    case $guardian in finished | told) trust=1 ;; esac
+    bad=0
+    unfroze=0
+    i=$k
+    while [ "$i" -ge 1 ]; do
+        m=$(cat "$work/m.$i")
+        st=$(cat "$work/s.$i")
+        if [ "$st" = busy ]; then
+            say outcome "not-ours $m"
+            i=$((i - 1))
+            continue
+        fi
+        if [ ! -d "$m" ]; then
+            say outcome "gone $m" # unmounted and removed since: nothing left to thaw
+            i=$((i - 1))
+            continue
+        fi
+        if [ "$trust" = 0 ] || [ "$st" = frozen ]; then
+            if fsfreeze -u "$m" 2>"$work/err"; then
+                unfroze=1
+                outcome=thawed
+            elif grep -q 'Invalid argument' "$work/err"; then
+                outcome=already-thawed
+            else
+                say error_step thaw
+                say error "fsfreeze -u $m: $(oneline <"$work/err")"
+                say outcome "thaw-failed $m"
+                bad=1
+                i=$((i - 1))
+                continue
+            fi
+        else
+            outcome=thawed-by-guardian
+        fi
+        probe "$m" "$probe_timeout"
+        case $? in
+        0) say outcome "$outcome $m" ;;
+        *)
+            say error_step verify
+            say error "$m is not writable after thaw: $probe_err"
+            say outcome "not-writable $m"
+            bad=1
+            ;;
+        esac
+        i=$((i - 1))
+    done
+    rm -rf "$work"
+
+    if [ -d "$dir" ] && [ ! -f "$dir/result" ]; then
+        # No guardian finished: record what happened, and resume applications in its place.
+        [ "$unfroze" = 1 ] && [ ! -f "$dir/thawed_at" ] && setv thawed_at "$(now)"
+        if [ "$guardian" = dead ] && mkdir "$dir/finishing" 2>/dev/null; then
+            # Guardian and backstop both gone. If the mounts were still frozen, the freeze
+            # held until now, as if we had told it; if not, it ended at an unknown time.
+            if [ "$unfroze" = 1 ]; then fired=thaw; else fired='guardian-died'; fi
+            post_thaw
+            setv fired "$fired"
+            setv status thawed
+            setv result thawed
+        fi
+    fi
+    [ -d "$dir" ] && report_state
+    [ -d "$dir" ] || { [ "$unfroze" = 1 ] && say thawed_at "$(now)"; }
+    exit "$bad"
+}
+
+# ---------------------------------------------------------------- entry
+
+main() {
+    [ $# -gt 0 ] || fail args "no command given" 2
+    _cmd=$1
+    shift
+    case $_cmd in
+    preflight | arm | thaw)
+        [ "$(id -u)" = 0 ] || fail "$_cmd" "must run as root (the operator uses sudo -n for \
+other users)" 2
+        ;;
+    esac
+    case $_cmd in
+    preflight) cmd_preflight "$@" ;;
+    arm) cmd_arm "$@" ;;
+    thaw) cmd_thaw "$@" ;;
+    run) cmd_run "$@" ;;
+    backstop) cmd_backstop "$@" ;;
+    *) fail args "unknown command '$_cmd'" 2 ;;
+    esac
+}

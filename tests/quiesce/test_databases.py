@@ -1,0 +1,202 @@
+"""The database profiles against real servers, when this machine has them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_skytap.operators.quiesce import QuiesceError
+from tests.quiesce.conftest import LoopMounts, quiesce
+
+PG_USER = "skytappg"
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for version in sorted(Path("/usr/lib/postgresql").glob("*"), reverse=True):
+        if (version / "bin" / name).exists():
+            return str(version / "bin" / name)
+    return None
+
+
+@dataclass
+class Postgres:
+    sockets: Path
+    port: int
+    data: Path
+    psql: str
+
+    def sql(self, query: str, *, wait: bool = True) -> subprocess.Popen[str] | str:
+        args = ["runuser", "-u", PG_USER, "--", self.psql, "-X", "-At", "-h", str(self.sockets)]
+        args += ["-p", str(self.port), "-d", "postgres", "-c", query]
+        if not wait:
+            return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        return subprocess.run(args, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+@pytest.fixture
+def postgres(loops: LoopMounts, workdir: Path) -> Iterator[Postgres]:
+    """A throwaway cluster, run by its own user (postgres refuses root), data on a loop mount."""
+    tools = {name: _pg_bin(name) for name in ("initdb", "pg_ctl", "postgres", "psql")}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        pytest.skip(f"postgres profile: no PostgreSQL here ({', '.join(missing)} not found)")
+    created = not _run_ok("id", PG_USER)
+    if created:
+        subprocess.run(["useradd", "--system", "--shell", "/bin/sh", PG_USER], check=True)
+    mount = loops.make("pgdata", size_mb=64)
+    data = mount / "data"
+    data.mkdir()
+    sockets = workdir / "pg-sockets"
+    sockets.mkdir(exist_ok=True)
+    log = workdir / "pg.log"
+    for path in (mount, data, sockets):
+        shutil.chown(path, PG_USER)
+    log.touch()
+    shutil.chown(log, PG_USER)
+    as_pg = ["runuser", "-u", PG_USER, "--"]
+    subprocess.run(
+        [*as_pg, tools["initdb"], "-D", str(data), "-A", "trust", "--no-sync"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port = 55432
+    options = f"-k {sockets} -p {port} -c listen_addresses=''"
+    subprocess.run(
+        [*as_pg, tools["pg_ctl"], "-D", str(data), "-l", str(log), "-o", options, "-w", "start"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        yield Postgres(sockets, port, data, str(tools["psql"]))
+    finally:
+        loops.thaw_all()
+        subprocess.run(
+            [*as_pg, tools["pg_ctl"], "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        if created:
+            subprocess.run(["userdel", PG_USER], capture_output=True, check=False)
+
+
+def _run_ok(*args: str) -> bool:
+    return subprocess.run(args, capture_output=True, check=False).returncode == 0
+
+
+def test_postgres_profile_checkpoints_then_holds_the_freeze(postgres, ssh_conns) -> None:
+    conns = ssh_conns(1)
+    postgres.sql("CREATE TABLE t (n int)")
+    before = int(str(postgres.sql("SELECT checkpoints_req FROM pg_stat_bgwriter")))
+    mount = str(postgres.data.parent)
+    options = {
+        "os_user": PG_USER,
+        "host": str(postgres.sockets),
+        "port": postgres.port,
+        "database": "postgres",
+    }
+    frozen = quiesce(
+        "freeze",
+        ssh_conn_ids=conns,
+        mounts=[mount],
+        max_freeze_seconds=60,
+        profile="postgres",
+        profile_options=options,
+    )
+    assert frozen["hosts"][0]["exit_codes"]["pre_freeze"] == 0
+    insert = postgres.sql("INSERT INTO t VALUES (1)", wait=False)
+    assert isinstance(insert, subprocess.Popen)
+    time.sleep(1)
+    assert insert.poll() is None, "a commit finished while the data directory was frozen"
+    thawed = quiesce("thaw", ssh_conn_ids=conns, mounts=[mount], profile="postgres")
+    assert insert.wait(timeout=30) == 0
+    after = int(str(postgres.sql("SELECT checkpoints_req FROM pg_stat_bgwriter")))
+    assert after > before, "CHECKPOINT did not run"
+    assert postgres.sql("SELECT count(*) FROM t").strip() == "1"
+    assert thawed["consistency"] == "application-consistent"
+
+
+def test_postgres_profile_failure_freezes_nothing(postgres, ssh_conns) -> None:
+    conns = ssh_conns(1)
+    mount = str(postgres.data.parent)
+    with pytest.raises(QuiesceError, match="pre-freeze failed") as info:
+        quiesce(
+            "freeze",
+            ssh_conn_ids=conns,
+            mounts=[mount],
+            max_freeze_seconds=60,
+            profile="postgres",
+            profile_options={"os_user": PG_USER, "host": str(postgres.sockets), "port": 1},
+        )
+    assert "Is the server running" in str(info.value) or "No such file" in str(info.value)
+    postgres.sql("CREATE TABLE after_failure (n int)")  # the data dir never froze
+
+
+# A stand-in for the mysql client: it logs what the session receives and answers the
+# profile's marker query. It shows the session's life, which a one-shot `mysql -e` gets wrong.
+STAND_IN_MYSQL = """#!/bin/sh
+log=$(dirname "$0")/session.log
+echo "start $*" >>"$log"
+while IFS= read -r line; do
+    echo "got $line" >>"$log"
+    case $line in *skytap-quiesce-locked*) echo skytap-quiesce-locked ;; esac
+done
+echo "end of session" >>"$log"
+"""
+
+
+def test_mysql_profile_holds_the_lock_session_until_after_the_thaw(
+    loops, writers, ssh_conns, workdir
+) -> None:
+    client_dir = workdir / "stand-in-mysql"
+    client_dir.mkdir(exist_ok=True)
+    client = client_dir / "mysql"
+    client.write_text(STAND_IN_MYSQL)
+    client.chmod(0o755)
+    log = client_dir / "session.log"
+    log.unlink(missing_ok=True)
+    conns = ssh_conns(1)
+    mount = loops.make("mysqldata")
+    writer = writers(mount)
+    options = {"mysql": str(client), "defaults_file": "/etc/mysql/backup.cnf"}
+    frozen = quiesce(
+        "freeze",
+        ssh_conn_ids=conns,
+        mounts=[str(mount)],
+        max_freeze_seconds=60,
+        profile="mysql",
+        profile_options=options,
+    )
+    assert frozen["hosts"][0]["status"] == "frozen"
+    writer.assert_stalled(0.3)
+    held = log.read_text().splitlines()
+    assert held == [
+        "start --defaults-extra-file=/etc/mysql/backup.cnf --batch --skip-column-names "
+        "--unbuffered",
+        "got FLUSH TABLES WITH READ LOCK;",
+        'got SELECT "skytap-quiesce-locked";',
+    ]  # the session is still open while frozen
+    quiesce("thaw", ssh_conn_ids=conns, mounts=[str(mount)], profile="mysql")
+    writer.wait_progress()
+    assert log.read_text().splitlines()[3:] == ["got UNLOCK TABLES;", "end of session"]
+
+
+def test_mysql_server(loops) -> None:
+    server = shutil.which("mysqld") or shutil.which("mariadbd")
+    if server is None:
+        pytest.skip(
+            "mysql profile against a real server: no mysqld/mariadbd on this machine; the "
+            "lock session is tested with a stand-in client above"
+        )
+    pytest.skip(f"mysql profile against a real server: {server} is here, but no test starts it")

@@ -1,0 +1,172 @@
+"""The rules for what QuiesceOperator sends to a VM: validation, quoting, ids, reports."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+from airflow_provider_skytap.quiesce import commands as qc
+
+NASTY = [
+    "/data/$(touch /tmp/pwned)",
+    "/data/`id`",
+    "/data; rm -rf /",
+    "/it's here",
+    '/say "hi" && reboot',
+    "/x | sh",
+    "/tab\\n",
+]
+
+
+def test_the_script_ships_as_package_data_and_parses() -> None:
+    script = qc.guardian_script()
+    assert script.text.startswith("#!/bin/sh\n") and script.text.endswith('main "$@"\n')
+    for profile in qc.PROFILES:
+        assert f"{profile}_pre_freeze()" in script.text
+        assert f"{profile}_post_thaw()" in script.text
+    shell = shutil.which("dash") or shutil.which("sh")
+    assert shell is not None
+    check = subprocess.run([shell, "-n"], input=script.text, text=True, capture_output=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_script_never_evals() -> None:
+    code = [line.split("#")[0] for line in qc.guardian_script().text.splitlines() if "eval" in line]
+    assert not any("eval " in line for line in code)
+
+
+@pytest.mark.parametrize("mount", NASTY)
+def test_every_user_value_is_one_quoted_argument(mount: str) -> None:
+    args = qc.arm_args(
+        "db-1-abc",
+        [mount, "/var/lib/pg"],
+        profile="custom",
+        options={"pre_freeze": f"echo {mount}", "post_thaw": "systemctl start app"},
+        max_seconds=60,
+        step_timeout=120,
+    )
+    command = qc.run_command("arm", args, sudo=True)
+    words = shlex.split(command)
+    assert words[:4] == ["sudo", "-n", "sh", "-c"]
+    assert words[5] == qc.guardian_script().path
+    assert words[6:] == ["arm", *args]
+    assert mount in words and f"pre_freeze=echo {mount}" in words
+
+
+def test_install_command_carries_the_script_and_its_hash() -> None:
+    command = qc.install_command(sudo=False)
+    script = qc.guardian_script()
+    payload, _, runner = command.partition(" | ")
+    assert payload == f"printf %s {script.payload}"  # base64 needs no quoting
+    words = shlex.split(runner)
+    assert words[-3:] == [qc.LIB_DIR, script.sha256, script.path]
+
+
+@pytest.mark.parametrize(
+    ("mounts", "message"),
+    [
+        ("/data", "mounts must be a list of absolute paths, got '/data'"),
+        (["data"], "mounts: 'data' is not an absolute path"),
+        ([], "mounts must name at least one filesystem"),
+        (["/data", "/data/"], "mounts: '/data' is listed twice"),
+        (["/a/../b"], "not a normalised path (did you mean '/b'?)"),
+        (["/new\nline"], "contains a control character"),
+        (["/"], "refusing to freeze '/'"),
+        (["/boot"], "refusing to freeze '/boot'"),
+        (["/var"], "refusing to freeze '/var'"),
+    ],
+)
+def test_mounts_are_validated(mounts: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        qc.validate_mounts(mounts, allow_root_fs=False)
+
+
+def test_system_mounts_only_when_forced() -> None:
+    assert qc.validate_mounts(["/", "/boot", "/data/"], allow_root_fs=True) == [
+        "/",
+        "/boot",
+        "/data",
+    ]
+
+
+def test_mounts_per_target() -> None:
+    mapping = qc.validate_mount_map({"db-1": ["/pg"], "*": ["/srv"]}, allow_root_fs=False)
+    assert qc.mounts_per_target(mapping, ["db-1", "web-1"]) == {
+        "db-1": ["/pg"],
+        "web-1": ["/srv"],
+    }
+    assert qc.mounts_per_target(qc.validate_mount_map(["/a"], allow_root_fs=False), ["x"]) == {
+        "x": ["/a"]
+    }
+    with pytest.raises(ValueError, match=r"mounts has no entry for 'web-1' \(and no '\*' entry\)"):
+        qc.mounts_per_target({"db-1": ["/pg"]}, ["db-1", "web-1"])
+    with pytest.raises(ValueError, match=r"mounts names \['db-2'\], which are not targets"):
+        qc.mounts_per_target({"db-2": ["/pg"], "*": ["/srv"]}, ["db-1"])
+    with pytest.raises(ValueError, match=r"mounts\['db-1'\]: mounts: 'pg' is not an absolute"):
+        qc.validate_mount_map({"db-1": ["pg"]}, allow_root_fs=False)
+
+
+@pytest.mark.parametrize("value", ["abc", 0, -5, "0.5", None, True, float("nan"), "inf"])
+def test_max_freeze_seconds_must_be_positive(value: object) -> None:
+    message = f"max_freeze_seconds must be a positive number of seconds (at least 1), got {value!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        qc.positive_seconds("max_freeze_seconds", value)
+
+
+def test_seconds_accept_templated_strings_and_never_round_up() -> None:
+    assert qc.positive_seconds("x", "90") == 90
+    assert qc.positive_seconds("x", 59.9) == 59
+
+
+@pytest.mark.parametrize(
+    ("profile", "options", "commands", "message"),
+    [
+        ("zfs", None, {}, "profile must be one of fsfreeze, postgres, mysql, custom, got 'zfs'"),
+        ("postgres", {"password": "x"}, {}, "profile_options ['password'] are not options"),
+        ("fsfreeze", None, {"pre_freeze_command": "true"}, "only used by profile='custom'"),
+        ("custom", None, {}, "profile='custom' needs pre_freeze_command"),
+        ("postgres", "db", {}, "profile_options must be a mapping, got 'db'"),
+    ],
+)
+def test_profiles_are_validated(
+    profile: str, options: object, commands: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        qc.validate_profile(profile, options, **commands)  # type: ignore[arg-type]
+
+
+def test_profile_options_become_strings() -> None:
+    found = qc.validate_profile("postgres", {"port": 5432, "os_user": "postgres"})
+    assert found == {"port": "5432", "os_user": "postgres"}
+    custom = qc.validate_profile("custom", None, post_thaw_command="systemctl start app")
+    assert custom == {"post_thaw": "systemctl start app"}
+
+
+def test_guardian_ids_are_stable_and_unique_per_dag_run_and_target() -> None:
+    one = qc.guardian_id("backup", "scheduled__2026-11-24", "ssh_db")
+    assert one == qc.guardian_id("backup", "scheduled__2026-11-24", "ssh_db")
+    others = {
+        qc.guardian_id("backup", "scheduled__2026-11-25", "ssh_db"),
+        qc.guardian_id("backup2", "scheduled__2026-11-24", "ssh_db"),
+        qc.guardian_id("backup", "scheduled__2026-11-24", "ssh_web"),
+        # no ambiguity from where the separator falls
+        qc.guardian_id("backup", "scheduled__2026-11-24ssh_db", ""),
+    }
+    assert one not in others and len(others) == 4
+    weird = qc.guardian_id("d", "r", "../../etc; $(x)")
+    assert weird.startswith("etc-x-") and set(weird) <= set(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+    )
+
+
+def test_parse_report() -> None:
+    out = b"noise\n@@sq status=frozen\n@@sq mount=frozen /a b\n@@sq mount=busy /c\n@@sq error=x=y\n"
+    report = qc.parse_report(out)
+    assert report["status"] == "frozen"
+    assert report["error"] == "x=y"
+    assert qc.mount_states(report["mount"]) == {"/a b": "frozen", "/c": "busy"}
+    assert report["outcome"] == []
