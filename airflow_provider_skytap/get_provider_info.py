@@ -26,6 +26,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "Skytap",
                 "python-modules": [
                     "airflow_provider_skytap.operators.clone",
+                    "airflow_provider_skytap.operators.quiesce",
                     "airflow_provider_skytap.operators.retention",
                 ],
             }

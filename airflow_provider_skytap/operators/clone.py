@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
+from airflow_provider_skytap import checks
 from airflow_provider_skytap.backups import (
     TAG_PREFIX,
     backup_name,
@@ -62,29 +63,6 @@ class _Target:
     @property
     def tags(self) -> tuple[str, ...]:
         return (self.source_tag, *self.time_tags, *self.user_tags)
-
-
-def check_seconds(value: Any, field: str, *, allow_zero: bool = False) -> float:
-    """A positive number of seconds, or a ValueError naming the field and the value."""
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = float("nan")
-    if isinstance(value, bool) or not seconds >= 0 or (seconds == 0 and not allow_zero):
-        raise ValueError(f"{field} must be a positive number of seconds, got {value!r}")
-    return seconds
-
-
-def check_flag(value: Any, field: str) -> bool:
-    """True or False, also from a rendered template ("True", "false"), else a ValueError."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{field} must be true or false, got {value!r}")
 
 
 def raise_for_event(event: Mapping[str, Any] | None) -> None:
@@ -157,10 +135,10 @@ class _SkytapCopyOperator(BaseOperator):
     # ---- the flow
 
     def _check_settings(self) -> None:
-        check_seconds(self.poll_interval, "poll_interval")
-        check_seconds(self.max_poll_interval, "max_poll_interval")
-        check_seconds(self.timeout, "timeout")
-        check_seconds(self.log_every, "log_every")
+        checks.positive_seconds("poll_interval", self.poll_interval)
+        checks.positive_seconds("max_poll_interval", self.max_poll_interval)
+        checks.positive_seconds("timeout", self.timeout)
+        checks.positive_seconds("log_every", self.log_every)
         if float(self.max_poll_interval) < float(self.poll_interval):
             raise ValueError(
                 f"max_poll_interval ({self.max_poll_interval!r}) must not be less than "

@@ -14,6 +14,7 @@ from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_provider_skytap import checks
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.quiesce import commands as qc
 
@@ -322,12 +323,12 @@ class QuiesceOperator(BaseOperator):
             max_seconds=(
                 None
                 if self.action == "thaw" and self.max_freeze_seconds is None
-                else qc.positive_seconds("max_freeze_seconds", self.max_freeze_seconds)
+                else checks.whole_seconds("max_freeze_seconds", self.max_freeze_seconds)
             ),
             failure_policy=self.failure_policy,
-            max_parallel=qc.positive_int("max_parallel", self.max_parallel),
-            step_timeout=qc.positive_seconds("step_timeout", self.step_timeout),
-            probe_timeout=qc.positive_seconds("probe_timeout", self.probe_timeout),
+            max_parallel=checks.positive_int("max_parallel", self.max_parallel),
+            step_timeout=checks.whole_seconds("step_timeout", self.step_timeout),
+            probe_timeout=checks.whole_seconds("probe_timeout", self.probe_timeout),
         )
 
     def resolve_targets(self) -> list[QuiesceTarget]:
@@ -365,7 +366,9 @@ class QuiesceOperator(BaseOperator):
                 qc.guardian_id(self.dag_id, run_id, t.key),
                 mounts[t.name],
                 use_sudo=self.use_sudo,
-                connect_attempts=qc.positive_int("ssh_connect_attempts", self.ssh_connect_attempts),
+                connect_attempts=checks.positive_int(
+                    "ssh_connect_attempts", self.ssh_connect_attempts
+                ),
             )
             for t in targets
         ]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from airflow_provider_skytap import checks
 from airflow_provider_skytap.backups import recovery_point, source_tag
 from airflow_provider_skytap.hooks.api import (
     KINDS,
@@ -21,7 +22,7 @@ from airflow_provider_skytap.hooks.api import (
     readiness,
 )
 from airflow_provider_skytap.hooks.skytap import SkytapHook, SkytapNotFoundError
-from airflow_provider_skytap.operators.clone import DEFAULT_CONN_ID, check_flag, check_seconds
+from airflow_provider_skytap.operators.clone import DEFAULT_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -110,15 +111,7 @@ class PruneBackupsOperator(BaseOperator):
         return source_tag(dag_id, "template", check_id(self.template_id, "template_id"))
 
     def _keep(self) -> int:
-        try:
-            keep = int(self.keep)
-        except (TypeError, ValueError):
-            keep = 0
-        if isinstance(self.keep, bool) or keep < 1 or str(keep) != str(self.keep).strip():
-            raise ValueError(
-                f"keep must be a whole number of backups, at least 1, got {self.keep!r}"
-            )
-        return keep
+        return checks.positive_int("keep", self.keep)
 
     def _kinds(self) -> list[Kind]:
         if isinstance(self.kinds, str):
@@ -137,8 +130,8 @@ class PruneBackupsOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         tag, keep, kinds, regions = self._tag(), self._keep(), self._kinds(), self._regions()
-        timeout = check_seconds(self.deletion_timeout, "deletion_timeout")
-        dry_run = check_flag(self.is_dry_run, "dry_run")
+        timeout = checks.positive_seconds("deletion_timeout", self.deletion_timeout)
+        dry_run = checks.flag("dry_run", self.is_dry_run)
         report: dict[str, Any] = {"kept": [], "deleted": [], "busy": [], "dry_run": dry_run}
         for kind in kinds:
             groups: dict[str, list[dict[str, Any]]] = defaultdict(list)

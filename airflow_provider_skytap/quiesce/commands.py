@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import math
 import posixpath
 import re
 import shlex
@@ -186,29 +185,6 @@ def mounts_per_target(
             raise ValueError(f"mounts has no entry for {name!r} (and no '*' entry)")
         found[name] = mounts.get(name, mounts.get("*", []))
     return found
-
-
-def positive_seconds(field: str, value: Any) -> int:
-    """Whole seconds, at least 1 (templated strings allowed); a fraction is dropped, never added."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number < 1:
-        raise ValueError(
-            f"{field} must be a positive number of seconds (at least 1), got {value!r}"
-        )
-    return int(number)
-
-
-def positive_int(field: str, value: Any) -> int:
-    try:
-        number = int(str(value))
-    except ValueError:
-        number = 0
-    if isinstance(value, bool) or number < 1:
-        raise ValueError(f"{field} must be a positive whole number, got {value!r}")
-    return number
 
 
 def validate_profile(

@@ -112,8 +112,8 @@ def test_region_filter_and_kinds(skytap_conn: str, sim: Any, fleet: dict[str, An
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"keep": 0}, "keep must be a whole number of backups, at least 1, got 0"),
-        ({"keep": "two"}, "keep must be a whole number of backups, at least 1, got 'two'"),
+        ({"keep": 0}, "keep must be a positive whole number, got 0"),
+        ({"keep": "two"}, "keep must be a positive whole number, got 'two'"),
         ({"template_id": "5001"}, "give exactly one of environment_id and template_id"),
         ({"kinds": "template"}, "kinds must be a list such as"),
         ({"regions": ["EU West"]}, "target_region must be a Skytap region name"),

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from airflow_provider_skytap import checks
 from airflow_provider_skytap.quiesce import commands as qc
 
 NASTY = [
@@ -114,12 +115,12 @@ def test_mounts_per_target() -> None:
 def test_max_freeze_seconds_must_be_positive(value: object) -> None:
     message = f"max_freeze_seconds must be a positive number of seconds (at least 1), got {value!r}"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
-        qc.positive_seconds("max_freeze_seconds", value)
+        checks.whole_seconds("max_freeze_seconds", value)
 
 
 def test_seconds_accept_templated_strings_and_never_round_up() -> None:
-    assert qc.positive_seconds("x", "90") == 90
-    assert qc.positive_seconds("x", 59.9) == 59
+    assert checks.whole_seconds("x", "90") == 90
+    assert checks.whole_seconds("x", 59.9) == 59
 
 
 @pytest.mark.parametrize(
