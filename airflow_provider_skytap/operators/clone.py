@@ -75,9 +75,7 @@ def raise_for_event(event: Mapping[str, Any] | None) -> None:
     reason = event.get("reason")
     if reason == "timeout":
         raise SkytapWaitTimeoutError(message)
-    if reason == "not_found":
-        raise SkytapResourceFailedError(message)
-    if reason == "failed":
+    if reason in ("failed", "not_found"):
         raise SkytapResourceFailedError(message)
     raise SkytapError(message)
 
@@ -169,7 +167,7 @@ class _SkytapCopyOperator(BaseOperator):
                         f"({state.detail}); not copying it"
                     )
                 if state.state == "busy":
-                    self._wait_for_source(context, source_id, deadline, state.detail)
+                    self._wait_for_source(source_id, deadline, state.detail)
                     continue
                 try:
                     made = self._create(target)
@@ -178,7 +176,7 @@ class _SkytapCopyOperator(BaseOperator):
                         raise
                     # Busy or locked by another copy (another DR region, say) past the
                     # hook's retry deadline: wait for the source, then look again.
-                    self._wait_for_source(context, source_id, deadline, str(err))
+                    self._wait_for_source(source_id, deadline, str(err))
                     continue
             break
         rid = str(made["id"])
@@ -273,7 +271,7 @@ class _SkytapCopyOperator(BaseOperator):
         if missing:
             self.hook.add_tags(target.kind, resource["id"], missing)
 
-    def _wait_for_source(self, context: Context, source_id: str, deadline: float, why: str) -> None:
+    def _wait_for_source(self, source_id: str, deadline: float, why: str) -> None:
         label = describe(self.source_kind, source_id)
         if time.time() >= deadline:
             raise SkytapWaitTimeoutError(f"{label} was still busy at the timeout ({why})")
