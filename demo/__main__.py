@@ -1,28 +1,34 @@
-"""`make demo`: the hook's main calls against the embedded Skytap simulator, explained.
+"""`make demo`: the nightly backup DAG, end to end, on this machine; then a check of the copies.
 
-Starts the simulator on a free loopback port, points the ``skytap_default`` connection at
-it, and runs what a nightly backup asks of Skytap: read the environment, live-copy it, save
-it as a template, copy the template to a DR region, tag and find it, then clean up. A share
-of requests is failed on purpose (``DEMO_FAULT_RATE``, default 0.2) to show the retries.
+1. Starts three VMs (``demo.lab``: each an OpenSSH sshd in its own mount namespace, with an
+   ext4 disk at /srv/data and a writer fsyncing checksummed records to it).
+2. Starts the Skytap simulator seeded with environment 1001 (3 VMs) whose disks are those
+   images and whose SSH services are those sshds; a share of API requests fails on purpose.
+3. Runs ``skytap_live_clone_backup`` with ``airflow dags test`` on a temporary AIRFLOW_HOME.
+4. Checks every disk image of every copy it made (``e2fsck -n`` and every record), then
+   makes one control clone without freezing and checks that too.
+5. Prints the freeze windows, the copies and their durations, and the verdict.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import tempfile
 import time
-from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from demo import airflow_cli, lab
 from skytap_simulator.control import SimulatorProcess
 
-# The simulator's default seed: user demo, environment 1001 "erp-prod" (3 VMs, US-West).
+SEED = Path(__file__).resolve().parents[1] / "skytap_simulator" / "default_seed.json"
 USER, TOKEN, ENV = "demo", "sim-demo-token-7f3a9c", "1001"
-DR_REGION = "EMEA"
+DAG_ID = "skytap_live_clone_backup"
+DR_REGIONS = ["EMEA", "APAC-2"]
+COPY_SECONDS, REGION_COPY_SECONDS = 4, 6
 
 
 def say(text: str = "") -> None:
@@ -30,98 +36,162 @@ def say(text: str = "") -> None:
 
 
 def main() -> int:
-    rate = float(os.environ.get("DEMO_FAULT_RATE", "0.2"))
-    logging.basicConfig(level=logging.WARNING, format="    | %(message)s")
-    with (
-        tempfile.TemporaryDirectory(prefix="skytap-demo-") as data_dir,
-        SimulatorProcess(data_dir=Path(data_dir)) as sim,
-    ):
-        os.environ["AIRFLOW_CONN_SKYTAP_DEFAULT"] = json.dumps(
-            {"conn_type": "skytap", "host": sim.url, "login": USER, "password": TOKEN}
-        )
-        sim.admin.config(copy_seconds=3, region_copy_seconds=6, delete_seconds=1)
-        share = rate / 3
-        sim.admin.faults(
-            seed=2026,
-            error_rates={"423": share, "429": share, "503": share},
-            ambiguous_fraction=0.5,
-            retry_after_s=1,
-            # The case no Skytap client handles: the template is made, the answer is lost.
-            rules=[{"method": "POST", "path": "/templates", "action": "drop", "after": True}],
-        )
-        say(f"Skytap simulator on {sim.url}; {rate:.0%} of API requests fail on purpose")
-        say("(423 busy, 429 with Retry-After, 503), and the answer to the first template")
-        say("POST is lost after the template was made.")
-        say()
-        run_backup()
-        report(sim.admin.requests(), sim.admin.state())
-    return 0
+    reason = lab.unavailable()
+    if reason:
+        say(f"The demo's VMs cannot run on this machine: {reason}.")
+        say("They need Linux and root (mount namespaces, loop devices, fsfreeze, sshd); as root,")
+        say("`make demo` installs the missing programs with apt. Nothing was run.")
+        return 2
+    rate = float(os.environ.get("DEMO_FAULT_RATE", "0.1"))
+    with tempfile.TemporaryDirectory(prefix="skytap-demo-") as tmp, lab.Lab() as vms:
+        work = Path(tmp)
+        say(f"Lab: {len(vms.vms)} VMs, each an sshd in its own mount namespace with an ext4 disk")
+        say(f"at {lab.MOUNT} and a writer appending checksummed records (fsync each):")
+        for vm in vms.vms:
+            say(f"   {vm.name}: ssh 127.0.0.1:{vm.port}, disk {vm.image.name}")
+        seed_file = work / "seed.json"
+        seed_file.write_text(json.dumps(seed_for(vms)))
+        with SimulatorProcess(seed=seed_file, data_dir=work / "skytap-disks") as sim:
+            sim.admin.config(
+                copy_seconds=COPY_SECONDS, region_copy_seconds=REGION_COPY_SECONDS, delete_seconds=1
+            )
+            share = rate / 3
+            sim.admin.faults(
+                seed=2026,
+                error_rates={"423": share, "429": share, "503": share},
+                ambiguous_fraction=0.5,
+                retry_after_s=1,
+            )
+            say(f"Skytap simulator on {sim.url}: environment {ENV} with those 3 VMs; a copy")
+            say(f"reads the disks for {COPY_SECONDS} s, a region copy {REGION_COPY_SECONDS} s;")
+            say(f"{rate:.0%} of API requests fail on purpose (423, 429, 503).")
+            say()
+            env = airflow_cli.airflow_env(
+                work / "airflow",
+                {
+                    "skytap_default": {
+                        "conn_type": "skytap",
+                        "host": sim.url,
+                        "login": USER,
+                        "password": TOKEN,
+                    },
+                    "skytap_vm_ssh": vms.ssh_connection(),
+                },
+            )
+            airflow_cli.migrate(env)
+            ok = run_backup(env, work)
+            state = sim.admin.state()
+            requests = sim.admin.requests()
+            sim.admin.clear_faults()
+            control = control_clone(sim)
+            report(env, state, requests, control, ok)
+            left = vms.frozen()
+            say(f"VMs frozen at the end: {', '.join(left) if left else 'none'}")
+    return 0 if ok else 1
 
 
-def run_backup() -> None:
+def seed_for(vms: lab.Lab) -> dict[str, Any]:
+    """The simulator's default seed with environment 1001's VMs pointed at the lab."""
+    seed = json.loads(SEED.read_text())
+    for env in seed["environments"]:
+        if env["id"] == ENV:
+            env["vms"] = vms.seed_vms(env["vms"])
+    return seed
+
+
+def run_backup(env: dict[str, str], work: Path) -> bool:
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    conf = {"dr_regions": DR_REGIONS, "dr_poll_seconds": 1, "max_freeze_seconds": 120}
+    say(f"$ airflow dags test {DAG_ID} {date} --conf '{json.dumps(conf)}'")
+    started = time.monotonic()
+    done = airflow_cli.dags_test(env, DAG_ID, date, conf)
+    log = work.parent / f"skytap-demo-{DAG_ID}.log"
+    log.write_text(done.stdout + done.stderr)
+    ok = airflow_cli.succeeded(done)
+    say(
+        f"   run {'succeeded' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s "
+        f"(Airflow's output: {log})"
+    )
+    return ok
+
+
+def control_clone(sim: SimulatorProcess) -> list[lab.ImageCheck]:
+    """The same save-as-template, without freezing; answers the checks of its disks."""
     from airflow_provider_skytap.hooks.skytap import SkytapHook
 
-    hook = SkytapHook()  # skytap_default
-    logging.getLogger(hook.log.name).setLevel(logging.INFO)
-    stamp = time.strftime("%Y-%m-%d")
-    env = hook.get_environment(ENV)
-    say(f"1. environment {env['id']} {env['name']!r}: {env['runstate']}, region {env['region']}")
-    for vm in env["vms"]:
-        ssh = [
-            f"{s['external_ip']}:{s['external_port']}"
-            for i in vm["interfaces"]
-            for s in i.get("services", [])
-            if s.get("internal_port") == 22
-        ]
-        say(f"   VM {vm['id']} {vm['name']}: {vm['runstate']}, ssh via {', '.join(ssh) or '-'}")
-
-    started = time.monotonic()
-    copy = hook.copy_environment(ENV, name=f"{env['name']} copy {stamp}")
-    say(f"2. live copy: environment {copy['id']} {copy['name']!r} is {copy['runstate']}")
-    copy = hook.wait_until_ready("environment", copy["id"], timeout=300, poll_interval=0.5)
-    say(f"   ready in {time.monotonic() - started:.1f} s: runstate {copy['runstate']}")
-    say(f"   the source environment is {hook.get_environment(ENV)['runstate']}")
-
-    started = time.monotonic()
-    template = hook.save_as_template(ENV, name=f"{env['name']} {stamp}", description="nightly")
-    template = hook.wait_until_ready("template", template["id"], timeout=300, poll_interval=0.5)
-    say(
-        f"3. saved as template {template['id']} {template['name']!r} "
-        f"in {time.monotonic() - started:.1f} s"
+    os.environ["AIRFLOW_CONN_SKYTAP_CONTROL"] = json.dumps(
+        {"conn_type": "skytap", "host": sim.url, "login": USER, "password": TOKEN}
     )
-
-    started = time.monotonic()
-    dr = hook.copy_template(
-        template["id"], name=f"{template['name']} {DR_REGION}", target_region=DR_REGION
-    )
-    dr = hook.wait_until_ready("template", dr["id"], timeout=600, poll_interval=0.5)
-    say(
-        f"4. copied to {dr['region']}: template {dr['id']} {dr['name']!r} "
-        f"in {time.monotonic() - started:.1f} s"
-    )
-
-    hook.add_tags("template", dr["id"], ["nightly-backup", f"source-{ENV}"])
-    found = hook.list_resources(
-        "template", tags=["nightly-backup", f"source-{ENV}"], region=DR_REGION
-    )
-    say(f"5. tagged; the DR templates of environment {ENV}: {[t['id'] for t in found]}")
-
-    hook.delete("environment", copy["id"], timeout=120)
-    say(f"6. deleted the copy {copy['id']} (waited until Skytap answered 404)")
+    hook = SkytapHook("skytap_control")
+    made = hook.save_as_template(ENV, name="control clone, not frozen")
+    hook.wait_until_ready("template", made["id"], poll_interval=0.5, max_poll_interval=1)
+    template = next(t for t in sim.admin.state()["templates"] if t["id"] == made["id"])
+    return [lab.check_image(vm["disk_image"]) for vm in template["vms"]]
 
 
-def report(requests: list[dict[str, Any]], state: dict[str, Any]) -> None:
-    api = [r for r in requests if not r["path"].startswith("/_sim")]
-    injected = Counter(str(r["fault"]) for r in api if r.get("fault"))
-    by_status = Counter(str(r["status"] or "dropped") for r in api)
-    names = Counter(item["name"] for kind in ("environments", "templates") for item in state[kind])
-    doubles = {name: n for name, n in names.items() if n > 1}
+def report(
+    env: dict[str, str],
+    state: dict[str, Any],
+    requests: list[dict[str, Any]],
+    control: list[lab.ImageCheck],
+    ok: bool,
+) -> None:
+    record = airflow_cli.run_record(env, DAG_ID)
+    results = airflow_cli.results(record)
     say()
-    say(f"API requests: {len(api)}; answered: {dict(sorted(by_status.items()))}")
-    say(f"failed on purpose and retried: {sum(injected.values())} {dict(injected)}")
-    say(f"resources made twice: {len(doubles)} {doubles or ''}".rstrip())
-    if doubles:
-        raise SystemExit("a retry made a second copy: this is a bug")
+    say("Tasks:")
+    for ti in sorted(record["task_instances"], key=lambda t: (t["start"] or "", t["map_index"])):
+        mapped = f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""
+        duration = f"{ti['duration']:.1f} s" if ti["duration"] is not None else "-"
+        task_id, tries = ti["task_id"] + mapped, ti["try_number"]
+        say(f"   {task_id:<16} {ti['state']:<16} {duration:>8}  try {tries}")
+    failed = [r for r in requests if r.get("fault")]
+    say(f"API: {len(requests)} requests, {len(failed)} failed on purpose and retried")
+
+    thaw = results.get(("thaw", -1)) or {}
+    window = thaw.get("freeze_window") or {}
+    say()
+    say("Freeze windows (the thaw task's report):")
+    for host in thaw.get("hosts", []):
+        say(f"   {host['host']}: frozen {host['seconds_frozen']} s, {host['consistency']}")
+    say(f"   all VMs, first freeze to last thaw: {window.get('seconds')} s")
+
+    clone = results.get(("clone", -1)) or {}
+    say()
+    say("Copies (durations as Skytap counted them):")
+    copies = [t for t in state["templates"] if clone and t["name"] == clone.get("name")]
+    jobs = {j.get("target_id"): j for j in state.get("jobs", [])}
+    checks: list[tuple[str, lab.ImageCheck]] = []
+    for template in copies:
+        job = jobs.get(template["id"]) or {}
+        took = (
+            f"{job['ready_at'] - job['start_at']:.1f} s"
+            if job.get("ready_at") and job.get("start_at")
+            else "-"
+        )
+        say(
+            f"   template {template['id']} in {template['region']:<9} {took:>7}  {template['name']}"
+        )
+        for vm in template["vms"]:
+            checks.append((f"{template['region']} {vm['name']}", lab.check_image(vm["disk_image"])))
+    say()
+    say("Every disk of every copy (e2fsck -n; each record's CRC and sequence):")
+    for label, check in checks:
+        say(f"   {label:<16} {check.verdict()}")
+    consistent = bool(checks) and all(c.consistent for _, c in checks)
+    say()
+    say("Control: the same clone without freezing (the writers kept writing):")
+    for vm, check in zip(("app-1", "app-2", "db-1"), control, strict=False):
+        say(f"   {vm:<16} {check.verdict()}")
+    say()
+    verdict = thaw.get("consistency", "unknown")
+    if ok and consistent and verdict == "application-consistent":
+        say(f"VERDICT: consistent backup ({verdict}); {len(copies)} copies, every disk clean.")
+    else:
+        say(
+            f"VERDICT: NOT a consistent backup (run ok: {ok}, thaw: {verdict}, disks clean: "
+            f"{consistent})."
+        )
 
 
 if __name__ == "__main__":

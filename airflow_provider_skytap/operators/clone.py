@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_CONN_ID = "skytap_default"
+# Templated, so a DAG can take them from its params; checked in execute.
+_WAIT_FIELDS = ("poll_interval", "max_poll_interval", "timeout", "log_every")
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,7 @@ class LiveCloneOperator(_SkytapCopyOperator):
         "name",
         "description",
         "tags",
+        *_WAIT_FIELDS,
     )
     source_kind = "environment"
 
@@ -489,7 +492,14 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
     :param skytap_conn_id: a connection of type ``skytap``
     """
 
-    template_fields: Sequence[str] = ("template_id", "target_region", "name", "description", "tags")
+    template_fields: Sequence[str] = (
+        "template_id",
+        "target_region",
+        "name",
+        "description",
+        "tags",
+        *_WAIT_FIELDS,
+    )
     source_kind = "template"
 
     def __init__(

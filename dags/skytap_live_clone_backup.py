@@ -1,0 +1,200 @@
+"""Nightly application-consistent backup of a Skytap environment, with copies in DR regions.
+
+freeze -> clone -> wait_for_clone -> thaw -> dr_regions -> copy_to_dr (one per region) -> prune
+
+1. ``freeze``: over SSH, a guardian on every VM freezes the mounts (after the profile's
+   preparation, e.g. a PostgreSQL CHECKPOINT) and thaws by itself after
+   ``max_freeze_seconds`` whatever happens to Airflow.
+2. ``clone``: saves the running environment as a template (a Skytap live clone). Its name is
+   derived from the DAG, the environment and the logical date, so a retry or a re-run of the
+   same date finds the template an earlier try made instead of making a second one.
+3. ``wait_for_clone``: polls every 2-5 s while the VMs are frozen (every second of it is the
+   application's downtime, so it pokes instead of deferring).
+4. ``thaw``: runs whatever happened upstream (``all_done``), checks every mount is writable
+   and reports per VM how long it was frozen and whether the copy is application-consistent.
+   It fails when a guardian had to thaw on its own (the copy is not consistent).
+5. ``copy_to_dr``: copies the template to each DR region; these copies take hours on Skytap,
+   so each waits deferred, on the triggerer, holding no worker slot.
+6. ``prune``: keeps the newest ``keep`` backups per region made by this DAG for this
+   environment; it never touches anything else.
+
+If the clone fails, the VMs are thawed all the same, and the run fails: the DR copies and
+the prune never run, and they are the run's leaves.
+
+Change the defaults below, or the values in the trigger form (Trigger DAG in the UI).
+Connections: ``skytap_default`` (Skytap API) and ``skytap_vm_ssh`` (SSH user and key for
+the VMs; hosts and ports come from each VM's published SSH service in Skytap).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.sdk import DAG, Param, TriggerRule, task
+
+from airflow_provider_skytap.operators.clone import (
+    CopyTemplateToRegionOperator,
+    LiveCloneOperator,
+)
+from airflow_provider_skytap.operators.quiesce import QuiesceOperator
+from airflow_provider_skytap.operators.retention import PruneBackupsOperator
+from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
+
+# Nightly at 02:00 UTC: the one place the schedule is set.
+SCHEDULE = "0 2 * * *"
+START_DATE = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+QUIESCE = {
+    "environment_id": "{{ params.environment_id }}",
+    "vm_names": "{{ params.vm_names or None }}",
+    "ssh_conn_id": "{{ params.ssh_conn_id }}",
+    "mounts": "{{ params.mounts }}",
+    "profile": "{{ params.profile }}",
+}
+
+with DAG(
+    dag_id="skytap_live_clone_backup",
+    description="Freeze, live-clone to a template, thaw, copy to DR regions, keep the last N",
+    schedule=SCHEDULE,
+    start_date=START_DATE,
+    # After an outage the scheduler makes only the latest night's run; `airflow backfill
+    # create` makes one backup per missed date (each named after its date).
+    catchup=False,
+    # One run at a time, so two freezes of one environment never overlap (a second freeze of a
+    # mount that is already frozen is refused on the VM as well).
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["skytap", "backup"],
+    doc_md=__doc__,
+    params={
+        "environment_id": Param(
+            "1001",
+            type="string",
+            pattern=r"^[0-9]+$",
+            title="Skytap environment",
+            description="Id of the environment to back up (the number in its Skytap URL).",
+        ),
+        "ssh_conn_id": Param(
+            "skytap_vm_ssh",
+            type="string",
+            minLength=1,
+            title="SSH connection",
+            description="Airflow connection with the user and key for the VMs. Hosts and ports "
+            "come from each VM's published SSH service (port 22) in Skytap.",
+        ),
+        "vm_names": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="VMs to freeze",
+            description="Names of the VMs to freeze, one per line; empty: every VM.",
+        ),
+        "mounts": Param(
+            ["/srv/data"],
+            type="array",
+            items={"type": "string", "pattern": "^/"},
+            minItems=1,
+            title="Mount points",
+            description="Filesystems to freeze on each VM, one per line. '/' is refused.",
+        ),
+        "profile": Param(
+            "fsfreeze",
+            type="string",
+            enum=["fsfreeze", "postgres", "mysql"],
+            title="Freeze profile",
+            description="fsfreeze: filesystems only; postgres: CHECKPOINT, then freeze; mysql: "
+            "FLUSH TABLES WITH READ LOCK held until the thaw.",
+        ),
+        "max_freeze_seconds": Param(
+            600,
+            type="integer",
+            minimum=10,
+            maximum=7200,
+            title="Longest freeze (seconds)",
+            description="Each VM's guardian thaws by itself after this long, whatever happens "
+            "to Airflow; the backup is then reported as not application-consistent. Size it to "
+            "the clone's time plus a margin.",
+        ),
+        "dr_regions": Param(
+            ["EMEA"],
+            type="array",
+            items={"type": "string"},
+            title="DR regions",
+            description="Skytap regions to copy the template to, one per line; empty: none.",
+        ),
+        "keep": Param(
+            7,
+            type="integer",
+            minimum=1,
+            title="Backups to keep",
+            description="How many backups of this environment to keep in each region.",
+        ),
+        "dr_poll_seconds": Param(
+            60,
+            type="integer",
+            minimum=1,
+            title="DR copy: first poll (seconds)",
+            description="First pause between status checks of a region copy; it grows to "
+            "10x this. Region copies take hours, and the wait holds no worker slot.",
+            section="Advanced",
+        ),
+    },
+) as dag:
+    freeze = QuiesceOperator(
+        task_id="freeze",
+        action="freeze",
+        max_freeze_seconds="{{ params.max_freeze_seconds }}",
+        retries=0,  # a failed freeze has thawed what it froze; the run fails, nothing to retry
+        **QUIESCE,
+    )
+    clone = LiveCloneOperator(
+        task_id="clone",
+        environment_id="{{ params.environment_id }}",
+        target="template",
+        wait_for_completion=False,
+        retry_delay=timedelta(seconds=5),  # the VMs are frozen: retry at once
+    )
+    wait_for_clone = CloneCompleteSensor(
+        task_id="wait_for_clone",
+        resource_id=clone.output["id"],
+        kind=clone.output["kind"],
+        poke_interval=2,
+        max_poll_interval=5,
+        mode="poke",
+        deferrable=False,
+        timeout=4 * 3600,
+        retry_delay=timedelta(seconds=5),
+    )
+    thaw = QuiesceOperator(
+        task_id="thaw",
+        action="thaw",
+        trigger_rule=TriggerRule.ALL_DONE,
+        retry_delay=timedelta(seconds=5),
+        **QUIESCE,
+    )
+
+    @task
+    def dr_regions(params: dict[str, Any]) -> list[str]:
+        """The DR regions from the trigger form, in order, each once."""
+        return list(dict.fromkeys(params["dr_regions"]))
+
+    regions = dr_regions()
+    copy_to_dr = CopyTemplateToRegionOperator.partial(
+        task_id="copy_to_dr",
+        template_id=clone.output["id"],
+        deferrable=True,
+        poll_interval="{{ params.dr_poll_seconds }}",
+        max_poll_interval="{{ params.dr_poll_seconds * 10 }}",
+    ).expand(target_region=regions)
+    prune = PruneBackupsOperator(
+        task_id="prune",
+        environment_id="{{ params.environment_id }}",
+        keep="{{ params.keep }}",
+        # Runs when there are no DR regions (the mapped copy is skipped), not after a failure.
+        trigger_rule=TriggerRule.NONE_FAILED,
+    )
+
+    freeze >> clone >> wait_for_clone >> thaw
+    [wait_for_clone, thaw] >> regions >> copy_to_dr >> prune

@@ -1,0 +1,172 @@
+"""A consistent, running copy of a live Skytap environment, for reporting or troubleshooting.
+
+freeze -> copy -> wait_for_copy -> thaw -> power_on -> delete_later -> wait_hours -> delete
+
+The copy is taken like the nightly backup (frozen VMs, live clone, thaw once Skytap has
+read the disks), but as an environment, which is then powered on: reports and queries
+run against it instead of production, and it is as of one instant on every VM. With
+``delete_after_hours`` above 0 the copy is deleted that many hours after it was powered
+on (the wait is deferred: it holds no worker slot); with 0 it is kept.
+
+Triggered by hand (no schedule): Trigger DAG in the UI, or
+``airflow dags trigger skytap_live_copy_for_reporting --conf '{"delete_after_hours": 8}'``.
+If the copy fails, the VMs are thawed all the same and the run fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
+from airflow.sdk import DAG, Param, TriggerRule, task
+
+from airflow_provider_skytap.hooks.skytap import SkytapHook
+from airflow_provider_skytap.operators.clone import LiveCloneOperator
+from airflow_provider_skytap.operators.quiesce import QuiesceOperator
+from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
+
+log = logging.getLogger(__name__)
+
+QUIESCE = {
+    "environment_id": "{{ params.environment_id }}",
+    "vm_names": "{{ params.vm_names or None }}",
+    "ssh_conn_id": "{{ params.ssh_conn_id }}",
+    "mounts": "{{ params.mounts }}",
+    "profile": "{{ params.profile }}",
+}
+
+with DAG(
+    dag_id="skytap_live_copy_for_reporting",
+    description="Freeze, live-copy the environment, thaw, power the copy on; delete it later",
+    schedule=None,
+    start_date=datetime(2026, 11, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,  # two freezes of one environment never overlap
+    render_template_as_native_obj=True,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["skytap", "reporting"],
+    doc_md=__doc__,
+    params={
+        "environment_id": Param(
+            "1001",
+            type="string",
+            pattern=r"^[0-9]+$",
+            title="Skytap environment",
+            description="Id of the environment to copy (the number in its Skytap URL).",
+        ),
+        "ssh_conn_id": Param(
+            "skytap_vm_ssh",
+            type="string",
+            minLength=1,
+            title="SSH connection",
+            description="Airflow connection with the user and key for the VMs. Hosts and ports "
+            "come from each VM's published SSH service (port 22) in Skytap.",
+        ),
+        "vm_names": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="VMs to freeze",
+            description="Names of the VMs to freeze, one per line; empty: every VM.",
+        ),
+        "mounts": Param(
+            ["/srv/data"],
+            type="array",
+            items={"type": "string", "pattern": "^/"},
+            minItems=1,
+            title="Mount points",
+            description="Filesystems to freeze on each VM, one per line. '/' is refused.",
+        ),
+        "profile": Param(
+            "fsfreeze",
+            type="string",
+            enum=["fsfreeze", "postgres", "mysql"],
+            title="Freeze profile",
+            description="fsfreeze: filesystems only; postgres: CHECKPOINT, then freeze; mysql: "
+            "FLUSH TABLES WITH READ LOCK held until the thaw.",
+        ),
+        "max_freeze_seconds": Param(
+            600,
+            type="integer",
+            minimum=10,
+            maximum=7200,
+            title="Longest freeze (seconds)",
+            description="Each VM's guardian thaws by itself after this long, whatever happens "
+            "to Airflow; the copy is then reported as not application-consistent.",
+        ),
+        "delete_after_hours": Param(
+            24,
+            type="number",
+            minimum=0,
+            title="Delete the copy after (hours)",
+            description="Hours after it is powered on; 0 keeps the copy.",
+        ),
+    },
+) as dag:
+    freeze = QuiesceOperator(
+        task_id="freeze",
+        action="freeze",
+        max_freeze_seconds="{{ params.max_freeze_seconds }}",
+        retries=0,  # a failed freeze has thawed what it froze; nothing to retry
+        **QUIESCE,
+    )
+    copy = LiveCloneOperator(
+        task_id="copy",
+        environment_id="{{ params.environment_id }}",
+        target="environment",
+        wait_for_completion=False,
+        retry_delay=timedelta(seconds=5),  # the VMs are frozen: retry at once
+    )
+    wait_for_copy = CloneCompleteSensor(
+        task_id="wait_for_copy",
+        resource_id=copy.output["id"],
+        kind="environment",
+        poke_interval=2,
+        max_poll_interval=5,
+        mode="poke",
+        deferrable=False,
+        timeout=4 * 3600,
+        retry_delay=timedelta(seconds=5),
+    )
+    thaw = QuiesceOperator(
+        task_id="thaw",
+        action="thaw",
+        trigger_rule=TriggerRule.ALL_DONE,
+        retry_delay=timedelta(seconds=5),
+        **QUIESCE,
+    )
+
+    @task
+    def power_on(environment_id: str) -> dict[str, Any]:
+        """Start the copy's VMs and answer where to reach them over SSH."""
+        hook = SkytapHook()
+        env = hook.set_runstate(environment_id, "running")
+        endpoints = hook.get_ssh_endpoints(environment_id)
+        ssh = {ep.vm_name: f"{ep.host}:{ep.port}" for ep in endpoints}
+        for name, address in ssh.items():
+            log.info("Copy %s is running; VM %s: ssh %s", environment_id, name, address)
+        return {"id": environment_id, "name": env["name"], "runstate": env["runstate"], "ssh": ssh}
+
+    @task.short_circuit
+    def delete_later(params: dict[str, Any]) -> bool:
+        """Go on to the timed delete only when delete_after_hours is above 0."""
+        return float(params["delete_after_hours"]) > 0
+
+    @task
+    def delete_at(params: dict[str, Any]) -> str:
+        """When the copy is to be deleted: delete_after_hours from now."""
+        hours = float(params["delete_after_hours"])
+        return (datetime.now(timezone.utc) + timedelta(hours=hours)).isoformat()
+
+    @task
+    def delete(environment_id: str) -> bool:
+        """Delete the copy (answers False if someone already deleted it)."""
+        return SkytapHook().delete("environment", environment_id)
+
+    on = power_on(copy.output["id"])
+    at = delete_at()
+    wait_hours = DateTimeSensorAsync(task_id="wait_hours", target_time=at)
+    freeze >> copy >> wait_for_copy >> thaw
+    [wait_for_copy, thaw] >> on >> delete_later() >> at >> wait_hours >> delete(copy.output["id"])

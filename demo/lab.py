@@ -1,0 +1,433 @@
+"""The demo's VMs: each a real OpenSSH sshd in its own mount namespace, with its own disk.
+
+A Skytap VM has its own disks, and every VM of an application usually mounts its data at
+the same path. The lab makes that true on one Linux machine: each VM is an ``sshd`` started
+in a private mount namespace (``unshare -m``) in which a loop-mounted ext4 image (the VM's
+disk, a plain file the simulator copies) is mounted at :data:`MOUNT`. A writer process in
+the same namespace appends checksummed records to the disk and ``fsync``s each one, as a
+database commits. What the VM's SSH session sees, ``fsfreeze`` included, is that VM's disk.
+
+:func:`check_image` reads a disk image (a copy the simulator made) without mounting it:
+``e2fsck -n`` for the filesystem, ``debugfs`` for the records. Used by ``make demo`` and the
+system tests; it needs root, ``unshare``, loop devices and OpenSSH (``scripts/system-deps.sh``
+installs what is missing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MOUNT = "/srv/data"
+RECORDS = "records.log"
+COMMITTED = "committed"
+SSHD = "/usr/sbin/sshd"
+TOOLS = (
+    "unshare",
+    "nsenter",
+    "mount",
+    "fsfreeze",
+    "mkfs.ext4",
+    "e2fsck",
+    "debugfs",
+    "dumpe2fs",
+    "ssh-keygen",
+)
+
+# The application: each transaction appends a record (sequence number, wall-clock ns, filler,
+# CRC-32 of what precedes it; 64 bytes) to RECORDS, fsyncs, then writes its sequence number
+# over COMMITTED and fsyncs: two files that must agree, as a database's log and its
+# control file must. A copy of one instant has COMMITTED at the last record or the one before.
+RECORD_SIZE = 64
+_BODY = RECORD_SIZE - 10  # body, space, 8 hex digits, newline
+
+WRITER = """
+import os, sys, time, zlib
+path, state, pidfile = sys.argv[1], sys.argv[2], sys.argv[3]
+with open(pidfile, "w") as f:
+    f.write(str(os.getpid()))
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+st = os.open(state, os.O_WRONLY | os.O_CREAT, 0o644)
+seq = os.fstat(fd).st_size // SIZE
+while True:
+    body = (b"%012d %020d " % (seq, time.time_ns())).ljust(BODY, b"x")
+    os.write(fd, body + b" %08x\\n" % zlib.crc32(body))
+    os.fsync(fd)
+    os.pwrite(st, b"%012d\\n" % seq, 0)
+    os.fsync(st)
+    seq += 1
+    time.sleep(0.002)
+""".replace("SIZE", str(RECORD_SIZE)).replace("BODY", str(_BODY))
+
+# The VM's "boot": its own /srv (a tmpfs, so the host's is untouched), its disk at MOUNT,
+# the application writing to it, then sshd in the foreground.
+BOOT = """set -e
+mount -t tmpfs -o size=1m,mode=755 skytap-lab /srv
+mkdir -p {mount}
+mount -o loop "$1" {mount}
+"$2" "$3" {mount}/{records} {mount}/{committed} "$4" </dev/null >/dev/null 2>&1 &
+exec {sshd} -D -e -f "$5"
+"""
+
+
+class LabUnavailable(RuntimeError):
+    """This machine cannot run the lab; the message says why."""
+
+
+def _which(tool: str) -> str | None:
+    return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
+def _run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def unavailable() -> str | None:
+    """None when this machine can run the lab; else why not."""
+    if sys.platform != "linux":
+        return "needs Linux (mount namespaces, loop devices, fsfreeze)"
+    if os.geteuid() != 0:
+        return "needs root (mount namespaces, loop devices, fsfreeze, sshd)"
+    missing = [t for t in (*TOOLS, SSHD) if _which(t) is None]
+    if missing:
+        return f"missing {', '.join(missing)} (make installs them with apt when run as root)"
+    probe = _run("unshare", "-m", "--propagation", "private", "true", check=False)
+    if probe.returncode != 0:
+        return f"cannot make a mount namespace here: {probe.stderr.strip()}"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LabVM:
+    """One VM: its disk image, its sshd (port, pid) and its writer."""
+
+    name: str
+    image: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    writer_pidfile: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def writer_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.writer_pidfile is not None
+            return int(self.writer_pidfile.read_text())
+        return None
+
+    def records_path(self) -> Path:
+        """The records file as seen inside the VM (through the sshd's mount namespace)."""
+        return Path(f"/proc/{self.pid}/root{MOUNT}/{RECORDS}")
+
+    def records(self) -> int:
+        """Records written so far (complete ones)."""
+        try:
+            return self.records_path().stat().st_size // RECORD_SIZE
+        except OSError:
+            return 0
+
+    def in_vm(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command in this VM's mount namespace."""
+        return _run("nsenter", "-t", str(self.pid), "-m", *args, check=False, timeout=timeout)
+
+    def is_frozen(self, within: float = 0.5) -> bool:
+        """Whether the writer made no progress for ``within`` seconds (it blocks when frozen)."""
+        before = self.records()
+        time.sleep(within)
+        return self.records() == before
+
+
+@dataclass
+class Lab:
+    """``vm_names`` VMs on this machine; a context manager that leaves nothing behind."""
+
+    vm_names: tuple[str, ...] = ("app-1", "app-2", "db-1")
+    size_mb: int = 32
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="skytap-lab-")))
+    vms: list[LabVM] = field(default_factory=list)
+    host_key: str = ""
+    client_key: Path = Path()
+
+    def __enter__(self) -> Lab:
+        reason = unavailable()
+        if reason:
+            raise LabUnavailable(reason)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- start
+
+    def _start(self) -> None:
+        self.root.chmod(0o755)  # sshd reads authorized keys as the user
+        keys = self.root / "keys"
+        keys.mkdir()
+        keys.chmod(0o755)
+        self.client_key = self.root / "client"
+        for key in (self.root / "host", self.client_key):
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab", "-f", str(key))
+        self.host_key = " ".join((self.root / "host.pub").read_text().split()[:2])
+        shutil.copy(self.client_key.with_suffix(".pub"), keys / "root")
+        (keys / "root").chmod(0o644)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        Path("/srv").mkdir(exist_ok=True)  # the namespaces mount their own /srv over it
+        writer = self.root / "writer.py"
+        writer.write_text(WRITER)
+        for name in self.vm_names:
+            vm = LabVM(name, self.root / f"{name}.img", free_port())
+            with vm.image.open("wb") as f:
+                f.truncate(self.size_mb << 20)
+            _run("mkfs.ext4", "-q", "-F", "-L", name[:16], str(vm.image))
+            config = self.root / f"{name}.sshd_config"
+            config.write_text(
+                f"Port {vm.port}\nListenAddress 127.0.0.1\nHostKey {self.root / 'host'}\n"
+                f"PidFile {self.root / name}.pid\nAuthorizedKeysFile {keys}/%u\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
+                "MaxStartups 100\nMaxSessions 100\nLogLevel INFO\n"
+            )
+            vm.writer_pidfile = self.root / f"{name}.writer.pid"
+            boot = BOOT.format(mount=MOUNT, records=RECORDS, committed=COMMITTED, sshd=SSHD)
+            with (self.root / f"{name}.log").open("wb") as log:
+                vm.proc = subprocess.Popen(
+                    [
+                        "unshare",
+                        "-m",
+                        "--propagation",
+                        "private",
+                        "sh",
+                        "-c",
+                        boot,
+                        "boot",
+                        str(vm.image),
+                        sys.executable,
+                        str(writer),
+                        str(vm.writer_pidfile),
+                        str(config),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            self.vms.append(vm)
+        for vm in self.vms:
+            self._wait_up(vm)
+
+    def _wait_up(self, vm: LabVM) -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            ssh_up, address = False, ("127.0.0.1", vm.port)
+            with contextlib.suppress(OSError), socket.create_connection(address, 1) as s:
+                ssh_up = s.recv(64).startswith(b"SSH-")
+            if ssh_up and vm.records() > 0:
+                return
+            if (vm.proc and vm.proc.poll() is not None) or time.monotonic() > deadline:
+                log = (self.root / f"{vm.name}.log").read_text(errors="replace")[-2000:]
+                raise LabUnavailable(f"VM {vm.name} did not start: {log}")
+            time.sleep(0.05)
+
+    # ---------------------------------------------------------------- use
+
+    def vm(self, name: str) -> LabVM:
+        return next(vm for vm in self.vms if vm.name == name)
+
+    def ssh_connection(self) -> dict[str, Any]:
+        """The Airflow SSH connection (JSON form) that logs in as root on every lab VM; the
+        host and port come from Skytap (each VM's published SSH service)."""
+        return {
+            "conn_type": "ssh",
+            "login": "root",
+            "extra": {
+                "key_file": str(self.client_key),
+                "host_key": self.host_key,
+                "look_for_keys": False,
+                "conn_timeout": 10,
+            },
+        }
+
+    def seed_vms(self, vms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Seed VMs (simulator format) pointed at the lab: each lab VM's disk image and SSH
+        port go to the seed VM of the same name."""
+        out = []
+        for seed_vm in vms:
+            vm = self.vm(seed_vm["name"])
+            interfaces = [dict(i) for i in seed_vm.get("interfaces", [])] or [{}]
+            interfaces[0]["services"] = [
+                {"internal_port": 22, "external_ip": "127.0.0.1", "external_port": vm.port}
+            ]
+            out.append(seed_vm | {"interfaces": interfaces, "disk_image": str(vm.image)})
+        return out
+
+    def frozen(self) -> list[str]:
+        """Names of the VMs whose writer is stalled right now (checked side by side)."""
+        before = {vm.name: vm.records() for vm in self.vms}
+        time.sleep(0.5)
+        return [vm.name for vm in self.vms if vm.records() == before[vm.name]]
+
+    def thaw_all(self) -> None:
+        for vm in self.vms:
+            if vm.proc is not None and vm.proc.poll() is None:
+                vm.in_vm("fsfreeze", "-u", MOUNT)
+
+    # ---------------------------------------------------------------- stop
+
+    def stop(self) -> None:
+        """Thaw, stop writers and sshds (the namespaces, their mounts and loop devices go
+        with them), remove the images."""
+        self.thaw_all()
+        for vm in self.vms:
+            pid = vm.writer_pid()
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if vm.proc is not None and vm.proc.poll() is None:
+                # Guardians and their watchdogs in the namespace would keep it (and the disk) alive.
+                vm.in_vm("sh", "-c", "pkill -f /skytap-quiesce/lib/ || true")
+                vm.proc.terminate()
+                try:
+                    vm.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    vm.proc.kill()
+                    vm.proc.wait(timeout=10)
+        for vm in self.vms:
+            for _ in range(50):
+                attached = _run("losetup", "-j", str(vm.image), check=False).stdout.strip()
+                if not attached:
+                    break
+                time.sleep(0.1)
+            else:
+                for line in attached.splitlines():
+                    _run("losetup", "-d", line.split(":", 1)[0], check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- reading a copied disk
+
+
+@dataclass
+class ImageCheck:
+    """What a copied disk holds: the filesystem's state and the application's records."""
+
+    image: str
+    fsck_exit: int
+    fsck_summary: str
+    needs_recovery: bool
+    records: int = 0
+    torn: int = 0
+    gaps: int = 0
+    committed: int | None = None  # the sequence number in COMMITTED; None: unreadable
+    readable: bool = True
+
+    @property
+    def agrees(self) -> bool:
+        """COMMITTED names the last record or the one before (the writer was between the two)."""
+        return self.committed is not None and self.records - 1 - self.committed in (0, 1)
+
+    @property
+    def consistent(self) -> bool:
+        return (
+            self.fsck_exit == 0
+            and not self.needs_recovery
+            and self.readable
+            and self.torn == 0
+            and self.gaps == 0
+            and self.agrees
+        )
+
+    def verdict(self) -> str:
+        if self.consistent:
+            return f"consistent: fsck clean, {self.records} records, none torn, commit point agrees"
+        parts = []
+        if self.fsck_exit != 0:
+            parts.append(f"e2fsck -n exit {self.fsck_exit}: {self.fsck_summary}")
+        if self.needs_recovery:
+            parts.append("journal needs recovery")
+        if not self.readable:
+            parts.append("records unreadable")
+        else:
+            parts.append(f"{self.records} records, {self.torn} torn, {self.gaps} missing")
+            if not self.agrees and self.committed is not None:
+                lost = self.committed + 1 - self.records
+                parts.append(f"commit point says record {self.committed}: {lost} committed lost")
+            elif not self.agrees:
+                parts.append("commit point unreadable")
+        return "NOT consistent: " + "; ".join(parts)
+
+
+def check_image(image: Path | str) -> ImageCheck:
+    """Check a copied ext4 disk image without mounting it.
+
+    A copy taken while the filesystem was frozen is clean (``e2fsck -n`` passes, no journal
+    to replay), every record is whole and in sequence, and the commit point names the last
+    record (or the one before). A copy taken under writes mixes moments: the journal needs
+    recovery, and the log and the commit point disagree.
+    """
+    fsck = _run("e2fsck", "-f", "-n", str(image), check=False)
+    lines = [ln for ln in (fsck.stdout + fsck.stderr).splitlines() if ln.strip()]
+    header = _run("dumpe2fs", "-h", str(image), check=False).stdout
+    features = next((ln for ln in header.splitlines() if ln.startswith("Filesystem features")), "")
+    check = ImageCheck(
+        image=str(image),
+        fsck_exit=fsck.returncode,
+        fsck_summary=" / ".join(lines[:3])[:300],
+        needs_recovery="needs_recovery" in features,
+    )
+    data, committed = _debugfs_cat(image, RECORDS), _debugfs_cat(image, COMMITTED)
+    if data is None:
+        check.readable = False
+        return check
+    with contextlib.suppress(TypeError, ValueError):
+        check.committed = int(committed or b"")
+    expected = 0
+    for start in range(0, len(data) - len(data) % RECORD_SIZE, RECORD_SIZE):
+        record = data[start : start + RECORD_SIZE]
+        body, crc = record[:_BODY], record[_BODY + 1 : _BODY + 9]
+        try:
+            good = record[-1:] == b"\n" and int(crc, 16) == zlib.crc32(body)
+            seq = int(body[:12])
+        except ValueError:
+            good = False
+        if not good:
+            check.torn += 1
+            continue
+        check.records += 1
+        check.gaps += seq - expected if seq > expected else 0
+        expected = seq + 1
+    if len(data) % RECORD_SIZE:
+        check.torn += 1  # a partial record at the end
+    return check
+
+
+def _debugfs_cat(image: Path | str, name: str) -> bytes | None:
+    dump = subprocess.run(
+        ["debugfs", "-R", f"cat /{name}", str(image)], capture_output=True, check=False, timeout=60
+    )
+    if dump.returncode != 0 or b"File not found" in dump.stderr:
+        return None
+    return dump.stdout
