@@ -626,6 +626,12 @@ class QuiesceOperator(BaseOperator):
                 self.log.warning(
                     "%s: %s was frozen by another process; left frozen", host.label, mount
                 )
+            elif outcome == "not-armed":
+                self.log.warning(
+                    "%s: this run never froze %s (no guardian record); left as it is",
+                    host.label,
+                    mount,
+                )
         if error is None:
             self.log.info(
                 "%s: thawed (guardian %s, %s); frozen %s s",

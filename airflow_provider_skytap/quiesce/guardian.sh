@@ -549,8 +549,10 @@ cmd_thaw() {
     done
 
     # A guardian that finished or answered is trusted about which mounts it still holds;
-    # without one, everything configured is unfrozen (a mount that was not frozen answers
-    # "Invalid argument": already thawed). A mount someone else had frozen is left alone.
+    # a dead one's mounts are all unfrozen (a mount that was not frozen answers "Invalid
+    # argument": already thawed). A mount someone else had frozen is left alone, and so is
+    # every mount when this run never armed a guardian here (its record is made before any
+    # freeze): whoever froze it, it was not us, and thawing it would break their copy.
     trust=0
     case $guardian in finished | told) trust=1 ;; esac
     bad=0
@@ -559,6 +561,11 @@ cmd_thaw() {
     while [ "$i" -ge 1 ]; do
         m=$(cat "$work/m.$i")
         st=$(cat "$work/s.$i")
+        if [ "$guardian" = none ]; then
+            say outcome "not-armed $m"
+            i=$((i - 1))
+            continue
+        fi
         if [ "$st" = busy ]; then
             say outcome "not-ours $m"
             i=$((i - 1))

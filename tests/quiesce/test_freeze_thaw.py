@@ -76,17 +76,20 @@ def test_thaw_is_idempotent_and_reverse_ordered(loops, ssh_conns) -> None:
     assert host["consistency"] == "application-consistent"
 
 
-def test_thaw_without_any_guardian_unfreezes_the_configured_mounts(loops, ssh_conns) -> None:
-    # The freeze task died before arming (or /run was wiped): nothing to tell, mounts frozen.
+def test_thaw_without_a_guardian_of_this_run_leaves_the_mounts_alone(loops, ssh_conns) -> None:
+    # This run never armed a guardian here (its freeze failed before arming, on another
+    # host): a mount someone else froze stays theirs, the others are not touched.
     conns = ssh_conns(1)
     a, b = loops.make("a"), loops.make("b")
     os.system(f"fsfreeze -f {a}")  # noqa: S605
     result = quiesce("thaw", ssh_conn_ids=conns, mounts=[str(a), str(b)])
     host = result["hosts"][0]
     assert host["guardian"] == "none"
-    assert host["mounts"] == {str(a): "thawed", str(b): "already-thawed"}
+    assert host["mounts"] == {str(a): "not-armed", str(b): "not-armed"}
     assert host["consistency"] == "crash-consistent"
-    assert write_finishes(a / "after", 5)
+    assert not write_finishes(a / "after", 0.5)  # still the other freezer's
+    assert write_finishes(b / "after", 5)
+    os.system(f"fsfreeze -u {a}")  # noqa: S605
 
 
 def test_sudo_user_freezes_and_thaws(loops, writers, ssh_conns, sudo_user) -> None:
