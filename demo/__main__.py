@@ -50,7 +50,7 @@ def main() -> int:
         for vm in vms.vms:
             say(f"   {vm.name}: ssh 127.0.0.1:{vm.port}, disk {vm.image.name}")
         seed_file = work / "seed.json"
-        seed_file.write_text(json.dumps(seed_for(vms)))
+        seed_file.write_text(json.dumps(vms.seed(json.loads(SEED.read_text()), ENV)))
         with SimulatorProcess(seed=seed_file, data_dir=work / "skytap-disks") as sim:
             sim.admin.config(
                 copy_seconds=COPY_SECONDS, region_copy_seconds=REGION_COPY_SECONDS, delete_seconds=1
@@ -88,15 +88,6 @@ def main() -> int:
             left = vms.frozen()
             say(f"VMs frozen at the end: {', '.join(left) if left else 'none'}")
     return 0 if ok else 1
-
-
-def seed_for(vms: lab.Lab) -> dict[str, Any]:
-    """The simulator's default seed with environment 1001's VMs pointed at the lab."""
-    seed = json.loads(SEED.read_text())
-    for env in seed["environments"]:
-        if env["id"] == ENV:
-            env["vms"] = vms.seed_vms(env["vms"])
-    return seed
 
 
 def run_backup(env: dict[str, str], work: Path) -> bool:

@@ -30,7 +30,8 @@ with create_session() as session:
         for r in session.query(XComModel).filter(XComModel.dag_id == dag_id)
     ]
     tis = [
-        {"run_id": t.run_id, "task_id": t.task_id, "map_index": t.map_index,
+        {"run_id": t.run_id, "logical_date": str(t.dag_run.logical_date)[:10],
+         "task_id": t.task_id, "map_index": t.map_index,
          "state": t.state, "try_number": t.try_number,
          "start": t.start_date.isoformat() if t.start_date else None,
          "end": t.end_date.isoformat() if t.end_date else None, "duration": t.duration}

@@ -284,6 +284,14 @@ class Lab:
             out.append(seed_vm | {"interfaces": interfaces, "disk_image": str(vm.image)})
         return out
 
+    def seed(self, seed: dict[str, Any], environment_id: str) -> dict[str, Any]:
+        """A simulator seed whose environment ``environment_id`` has its VMs on the lab."""
+        environments = [
+            env | {"vms": self.seed_vms(env["vms"])} if env["id"] == environment_id else env
+            for env in seed["environments"]
+        ]
+        return seed | {"environments": environments}
+
     def frozen(self) -> list[str]:
         """Names of the VMs whose writer is stalled right now (checked side by side)."""
         before = {vm.name: vm.records() for vm in self.vms}

@@ -1,0 +1,177 @@
+"""The example DAGs in dags/, run with `airflow dags test` against the simulator and real VMs.
+
+The VMs are ``demo.lab``'s: each an OpenSSH sshd in its own mount namespace with a
+loop-mounted ext4 disk at /srv/data and a writer fsyncing checksummed records. The
+simulator's environment 1001 has its three VMs on them: the copies the DAG makes are copies
+of those disks, checked afterwards the way the demo checks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from demo import airflow_cli, lab
+from skytap_simulator.seed import default_seed
+from tests.conftest import Sim
+from tests.integration.helpers import api_requests
+
+BACKUP = "skytap_live_clone_backup"
+REPORTING = "skytap_live_copy_for_reporting"
+ENV = "1001"
+# What the trigger form would send to make the waits fit the simulator's seconds-long copies.
+FAST = {"dr_poll_seconds": 1, "max_freeze_seconds": 60}
+
+
+@pytest.fixture(scope="module")
+def vms() -> Iterator[lab.Lab]:
+    reason = lab.unavailable()
+    if reason:
+        pytest.skip(f"the example DAGs freeze real VMs: {reason}")
+    with lab.Lab() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("airflow_home")
+    airflow_cli.migrate(airflow_cli.airflow_env(path, {}))
+    return path
+
+
+@pytest.fixture
+def run_env(home: Path, sim: Sim, vms: lab.Lab) -> Iterator[dict[str, str]]:
+    """The simulator seeded with the lab's VMs; Airflow's connections to both."""
+    sim.admin.reset(vms.seed(default_seed(), ENV))
+    sim.admin.config(copy_seconds=1, region_copy_seconds=1, delete_seconds=0.2)
+    skytap = {
+        "conn_type": "skytap",
+        "host": sim.url,
+        "login": sim.username,
+        "password": sim.token,
+        "extra": {"retry_deadline": 5},
+    }
+    yield airflow_cli.airflow_env(
+        home, {"skytap_default": skytap, "skytap_vm_ssh": vms.ssh_connection()}
+    )
+    frozen = vms.frozen()
+    vms.thaw_all()
+    assert frozen == [], f"left frozen after the run: {frozen}"
+
+
+def run(env: dict[str, str], dag_id: str, date: str, **conf: Any) -> tuple[bool, str]:
+    done = airflow_cli.dags_test(env, dag_id, date, FAST | conf, timeout=300)
+    return airflow_cli.succeeded(done), done.stdout + done.stderr
+
+
+def states(env: dict[str, str], dag_id: str, date: str) -> dict[str, str]:
+    """``{task_id[map_index]: state}`` of the run of ``date``."""
+    tis = airflow_cli.run_record(env, dag_id)["task_instances"]
+    return {
+        t["task_id"] + (f"[{t['map_index']}]" if t["map_index"] >= 0 else ""): t["state"]
+        for t in tis
+        if t["logical_date"] == date
+    }
+
+
+def templates(sim: Sim, name: str) -> list[dict[str, Any]]:
+    return [t for t in sim.admin.state()["templates"] if t["name"] == name and not t["deleted"]]
+
+
+def backup_name(date: str) -> str:
+    return f"{BACKUP}-environment-{ENV}-{date.replace('-', '')}T000000Z"
+
+
+def test_the_backup_is_consistent_in_every_region_and_every_vm_was_thawed(
+    run_env: dict[str, str], sim: Sim
+) -> None:
+    ok, out = run(run_env, BACKUP, "2026-11-20", dr_regions=["EMEA", "APAC-2"])
+    assert ok, out[-5000:]
+    assert sim.token not in out
+    copies = templates(sim, backup_name("2026-11-20"))
+    assert sorted(t["region"] for t in copies) == ["APAC-2", "EMEA", "US-West"]
+    for template in copies:
+        for vm in template["vms"]:
+            check = lab.check_image(vm["disk_image"])
+            assert check.consistent, f"{template['region']} {vm['name']}: {check.verdict()}"
+    results = airflow_cli.results(airflow_cli.run_record(run_env, BACKUP))
+    thaw = results[("thaw", -1)]
+    assert thaw["consistency"] == "application-consistent"
+    assert len(thaw["hosts"]) == 3
+    print(f"freeze window {thaw['freeze_window']['seconds']} s over 3 VMs (1 s copy)")
+
+
+def test_a_failed_clone_thaws_the_vms_and_fails_the_run(run_env: dict[str, str], sim: Sim) -> None:
+    sim.admin.faults(fail_next_copy="Storage error")
+    ok, out = run(run_env, BACKUP, "2026-11-21", dr_regions=["EMEA"])
+    assert not ok, "a run whose clone failed must not end green"
+    assert "state=failed" in out, out[-3000:]
+    got = states(run_env, BACKUP, "2026-11-21")
+    assert got["freeze"] == "success"
+    assert got["wait_for_clone"] == "failed"
+    assert got["thaw"] == "success"  # the VMs were thawed all the same
+    assert got["copy_to_dr"] == "upstream_failed" and got["prune"] == "upstream_failed"
+    assert "Storage error" in out
+    # No DR copy was made of the failed template.
+    assert [t["region"] for t in templates(sim, backup_name("2026-11-21"))] == ["US-West"]
+
+
+def test_a_freeze_failure_on_one_vm_thaws_the_others_and_fails_the_run(
+    run_env: dict[str, str], sim: Sim, vms: lab.Lab
+) -> None:
+    # Another tool holds db-1's disk frozen: our freeze of it fails at fsfreeze -f.
+    held = vms.vm("db-1")
+    assert held.in_vm("fsfreeze", "-f", lab.MOUNT).returncode == 0
+    try:
+        ok, out = run(run_env, BACKUP, "2026-11-22", dr_regions=[])
+        assert vms.frozen() == ["db-1"], "app-1 and app-2 must be thawed, db-1 left to its owner"
+    finally:
+        held.in_vm("fsfreeze", "-u", lab.MOUNT)
+    assert not ok
+    got = states(run_env, BACKUP, "2026-11-22")
+    assert got["freeze"] == "failed"
+    assert got["clone"] == "upstream_failed"
+    assert got["thaw"] == "success"
+    assert "db-1" in out
+    assert templates(sim, backup_name("2026-11-22")) == []  # nothing was copied
+
+
+def test_a_clone_retry_after_a_copy_made_but_not_reported_reuses_it(
+    run_env: dict[str, str], sim: Sim
+) -> None:
+    sim.admin.faults(
+        rules=[
+            # The save is carried out but its answer is lost (the hook finds it by name) ...
+            {"method": "POST", "path": "/templates", "action": "drop", "after": True},
+            # ... then tagging it is refused: the try fails with the copy made, no XCom pushed.
+            {"method": "PUT", "path": "/v2/templates/*", "action": "error", "status": 400},
+        ]
+    )
+    ok, out = run(run_env, BACKUP, "2026-11-23", dr_regions=[])
+    assert ok, out[-5000:]
+    got = airflow_cli.run_record(run_env, BACKUP)["task_instances"]
+    clone = next(t for t in got if t["task_id"] == "clone" and t["logical_date"] == "2026-11-23")
+    assert clone["try_number"] == 2, "the first try of the clone must have failed"
+    assert len(templates(sim, backup_name("2026-11-23"))) == 1
+    posts = [r for r in api_requests(sim) if r["method"] == "POST" and r["path"] == "/templates"]
+    assert len(posts) == 1, posts
+
+
+def test_the_reporting_copy_is_powered_on_and_deleted_after_the_hours(
+    run_env: dict[str, str], sim: Sim
+) -> None:
+    ok, out = run(run_env, REPORTING, "2026-11-24", delete_after_hours=0.001)
+    assert ok, out[-5000:]
+    result = airflow_cli.results(airflow_cli.run_record(run_env, REPORTING))
+    on = result[("power_on", -1)]
+    assert on["runstate"] == "running"
+    assert sorted(on["ssh"]) == ["app-1", "app-2", "db-1"]
+    copy = next(e for e in sim.admin.state()["environments"] if e["id"] == str(on["id"]))
+    assert copy["deleted"], "the copy must be deleted after delete_after_hours"
+    for vm in copy["vms"]:
+        check = lab.check_image(vm["disk_image"])
+        assert check.consistent, f"{vm['name']}: {check.verdict()}"
+    assert result[("thaw", -1)]["consistency"] == "application-consistent"
