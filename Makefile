@@ -28,14 +28,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# sshd, sudo and the freeze tools for tests/quiesce: installed with apt when root and missing.
+# sshd, sudo and the freeze tools for tests/quiesce, the example DAGs' tests and the demo: installed with apt when root and missing.
 system-deps:
 	scripts/system-deps.sh
 
 test: system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
+# The demo's VMs need sshd and the freeze tools: installed with apt when root and missing.
+demo: system-deps $(STAMP)
 	$(BIN)/python -m demo
 
 # Regenerate constraints.txt from the current environment (after a deliberate upgrade).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System programs the quiesce tests use: a real OpenSSH sshd (and ssh-keygen), sudo, and the
+# System programs the quiesce tests, the example DAGs' system tests and `make demo` use: a real OpenSSH sshd (and ssh-keygen), sudo, and the
 # util-linux/e2fsprogs tools that freeze loop-mounted ext4 images. As root on Debian/Ubuntu,
 # installs whatever is missing with apt (no `apt-get update` when nothing is missing, so a
 # machine that has everything pays nothing). Otherwise it only says what is missing; the tests
@@ -17,6 +17,11 @@ declare -A provides=(
   [setsid]=util-linux
   [runuser]=util-linux
   [mkfs.ext4]=e2fsprogs
+  [e2fsck]=e2fsprogs
+  [debugfs]=e2fsprogs
+  [dumpe2fs]=e2fsprogs
+  [unshare]=util-linux
+  [nsenter]=util-linux
   [timeout]=coreutils
 )
 

@@ -7,63 +7,32 @@ runs its trigger in-process to the event, and XComs and extra links land in the 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from demo import airflow_cli
 from tests.integration.helpers import api_requests
 
-AIRFLOW = Path(sys.executable).with_name("airflow")
 DAGS = Path(__file__).with_name("dags")
 DAG_ID = "skytap_clone_test"
 REGIONS = ["EMEA", "APAC-2", "US-East-2"]
 
-READ_XCOMS = """
-import json, sys
-from airflow.models.xcom import XComModel
-from airflow.utils.session import create_session
-with create_session() as session:
-    rows = session.query(XComModel).filter(XComModel.dag_id == sys.argv[1]).all()
-    print(json.dumps([
-        {"run_id": r.run_id, "task_id": r.task_id, "map_index": r.map_index, "key": r.key,
-         "value": XComModel.deserialize_value(r)} for r in rows
-    ], default=str))
-"""
-
 
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("airflow_home")
-    env = dict(os.environ)
-    env |= {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "PYTHONPATH": str(Path(__file__).parents[2]),
-    }
-    done = subprocess.run(
-        [str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    env = airflow_cli.airflow_env(tmp_path_factory.mktemp("airflow_home"), {}, DAGS)
+    airflow_cli.migrate(env)
     return env
 
 
-def run(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(AIRFLOW), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+def run(env: dict[str, str], *args: str) -> Any:
+    return airflow_cli.airflow(env, *args, timeout=300)
 
 
 def xcoms(env: dict[str, str]) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-c", READ_XCOMS, DAG_ID], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return airflow_cli.run_record(env, DAG_ID)["xcoms"]
 
 
 def with_sim(env: dict[str, str], sim: Any) -> dict[str, str]:
