@@ -322,9 +322,10 @@ class AirflowStack:
     def stop(self) -> None:
         """SIGTERM every component's process group, SIGKILL what is left after the timeout."""
         started = [c for c in self.components.values() if c.proc is not None]
+        began = time.monotonic()
         for component in started:
             _signal_group(component, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout
+        deadline = began + self.stop_timeout
         for component in started:
             assert component.proc is not None
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -336,6 +337,8 @@ class AirflowStack:
             if component.proc.poll() is None:
                 component.proc.wait(timeout=10)
         self._http.close()
+        if started:
+            print(f"airflow: stopped in {time.monotonic() - began:.1f}s")
 
     def leftovers(self) -> list[str]:
         """Components that still have a live process in their group (empty after stop)."""
