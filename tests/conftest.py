@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -25,7 +25,7 @@ class Sim:
     url: str
     admin: SimulatorAdmin
     username: str
-    token: str
+    token: str = field(repr=False)  # pytest prints a failed test's arguments
 
     @property
     def auth(self) -> tuple[str, str]:
