@@ -8,31 +8,20 @@ of those disks, checked afterwards the way the demo checks them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from demo import airflow_cli, lab
-from skytap_simulator.seed import default_seed
 from tests.conftest import Sim
 from tests.integration.helpers import api_requests
+from tests.system.conftest import ENV, skytap_conn
 
 BACKUP = "skytap_live_clone_backup"
 REPORTING = "skytap_live_copy_for_reporting"
-ENV = "1001"
 # What the trigger form would send to make the waits fit the simulator's seconds-long copies.
 FAST = {"dr_poll_seconds": 1, "max_freeze_seconds": 60}
-
-
-@pytest.fixture(scope="module")
-def vms() -> Iterator[lab.Lab]:
-    reason = lab.unavailable()
-    if reason:
-        pytest.skip(f"the example DAGs freeze real VMs: {reason}")
-    with lab.Lab() as started:
-        yield started
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +32,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def run_env(home: Path, sim: Sim, vms: lab.Lab) -> Iterator[dict[str, str]]:
-    """The simulator seeded with the lab's VMs; Airflow's connections to both."""
-    sim.admin.reset(vms.seed(default_seed(), ENV))
-    sim.admin.config(copy_seconds=1, region_copy_seconds=1, delete_seconds=0.2)
-    skytap = {
-        "conn_type": "skytap",
-        "host": sim.url,
-        "login": sim.username,
-        "password": sim.token,
-        "extra": {"retry_deadline": 5},
-    }
-    yield airflow_cli.airflow_env(
-        home, {"skytap_default": skytap, "skytap_vm_ssh": vms.ssh_connection()}
+def run_env(home: Path, lab_sim: Sim, vms: lab.Lab) -> dict[str, str]:
+    """Airflow's connections to the simulator (seeded with the lab's VMs) and to the VMs."""
+    return airflow_cli.airflow_env(
+        home, {"skytap_default": skytap_conn(lab_sim), "skytap_vm_ssh": vms.ssh_connection()}
     )
-    frozen = vms.frozen()
-    vms.thaw_all()
-    assert frozen == [], f"left frozen after the run: {frozen}"
 
 
 def run(env: dict[str, str], dag_id: str, date: str, **conf: Any) -> tuple[bool, str]:
