@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -137,7 +137,7 @@ def scratch() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def quiesce(action: str, run_id: str, **kwargs: Any) -> dict[str, Any]:
+def quiesce(action: Literal["freeze", "thaw"], run_id: str, **kwargs: Any) -> dict[str, Any]:
     """A QuiesceOperator's execute, as a task of one DAG run would run it."""
     from airflow.sdk import DAG
 
@@ -145,7 +145,7 @@ def quiesce(action: str, run_id: str, **kwargs: Any) -> dict[str, Any]:
 
     with DAG("compose_demo_vm_test", schedule=None):
         op = QuiesceOperator(task_id=action, action=action, **kwargs)
-    return op.execute({"run_id": run_id})  # type: ignore[arg-type]
+    return op.execute({"run_id": run_id})
 
 
 def seed_for(vm: DemoVm) -> dict[str, Any]:
