@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -340,10 +341,15 @@ def sudo_user(sshd: Sshd) -> Iterator[str]:
     sudoers.write_text(f"{SUDO_USER} ALL=(root) NOPASSWD: ALL\n")
     sudoers.chmod(0o440)
     sshd.authorize(SUDO_USER)
+    # Without sudo the user's guardian script and records live in a dir of its own.
+    own_dir = Path(f"/tmp/skytap-quiesce-{pwd.getpwnam(SUDO_USER).pw_uid}")
+    had_dir = own_dir.exists()
     try:
         yield SUDO_USER
     finally:
         sudoers.unlink(missing_ok=True)
+        if not had_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
         if not existed:
             _run("userdel", "--remove", SUDO_USER, check=False)
 
