@@ -339,3 +339,18 @@ def test_app_preflight_checks_each_directory_and_pauses_nothing(
         assert f"quiesce_app_1: preflight failed (exit 1): {other} {message}" in str(info.value)
         assert "nothing was frozen" in str(info.value)
         assert not stopped(app.proc.pid)
+
+
+def test_app_as_root_keeps_its_records_in_run(app_dirs, apps, ssh_conns, sudo_user) -> None:
+    conns = ssh_conns(1, prefix="quiesce_app_root")  # root: no sudo, no per-user dir
+    directory = app_dirs("rooted")
+    app = apps(directory)
+    task = {**app_task(conns, [str(directory)]), "use_sudo": None}
+    frozen = quiesce("freeze", max_freeze_seconds=60, **task)
+    gid = frozen["hosts"][0]["guardian_id"]
+    assert stopped(app.proc.pid)
+    assert (ROOT_STATE / gid / "profile").read_text().strip() == "app"
+    assert not (own_dir(sudo_user) / gid).exists()
+    thawed = quiesce("thaw", **task)
+    app.wait_progress()
+    assert thawed["consistency"] == "application-consistent"
