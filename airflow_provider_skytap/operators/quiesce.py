@@ -1,4 +1,5 @@
-"""QuiesceOperator: freeze or thaw the filesystems of many VMs over SSH, guarded on each VM."""
+"""QuiesceOperator: freeze or thaw the filesystems (or pause and resume the applications) of
+many VMs over SSH, guarded on each VM."""
 
 from __future__ import annotations
 
@@ -104,12 +105,14 @@ class _Host:
         gid: str,
         mounts: list[str],
         *,
+        profile: str,
         use_sudo: bool | None,
         connect_attempts: int,
     ) -> None:
         self.target = target
         self.gid = gid
         self.mounts = mounts
+        self.profile = profile
         self._use_sudo = use_sudo
         self._connect_attempts = connect_attempts
 
@@ -128,9 +131,7 @@ class _Host:
 
     @cached_property
     def sudo(self) -> bool:
-        if self._use_sudo is not None:
-            return self._use_sudo
-        return self.hook.username != "root"
+        return wants_sudo(self._use_sudo, self.hook.username, self.profile)
 
     def address(self) -> str:
         return f"{self.hook.username}@{self.hook.remote_host}:{self.hook.port}"
@@ -144,12 +145,17 @@ class _Host:
         command = qc.run_command(action, args, sudo=sudo)
         code, out, err = self._exec(step, command, timeout)
         if code == qc.NOT_INSTALLED:
-            install_code, _, install_err = self._exec(step, qc.install_command(sudo=sudo), 120)
+            install_code, install_out, install_err = self._exec(
+                step, qc.install_command(sudo=sudo), 120
+            )
             if install_code != 0:
+                where = qc.LIB_DIR if sudo else f"{qc.LIB_DIR} (root) or {qc.USER_STATE_DIR}/lib"
+                reason = qc.parse_report(install_out).get("error")
                 raise HostStepError(
                     self.label,
                     step,
-                    f"could not install the guardian script in {qc.LIB_DIR}",
+                    f"could not install the guardian script in {where}"
+                    + (f": {reason}" if reason else ""),
                     exit_code=install_code,
                     stderr=install_err,
                 )
@@ -185,12 +191,15 @@ class QuiesceOperator(BaseOperator):
     until the thaw task tells it to thaw, a signal arrives, or ``max_freeze_seconds`` pass, so
     a dead Airflow worker never leaves a VM frozen. ``action="thaw"`` tells the guardians to
     thaw (or thaws in their place), checks every mount is writable again and reports, per host
-    and overall, whether the copy taken in between is application-consistent.
+    and overall, whether the copy taken in between is application-consistent. Profile ``app``
+    freezes no filesystem: the guardian holds the application's own pause instead, and needs
+    no root.
 
     :param action: ``"freeze"`` or ``"thaw"``
     :param mounts: mount points to freeze, in order (thawed in reverse): one list for every
         VM, or a mapping from SSH connection id (or, with ``environment_id``, VM name) to that
-        VM's list, with an optional ``"*"`` entry for the others
+        VM's list, with an optional ``"*"`` entry for the others. Profile ``app``: the
+        application's directories (plain directories will do; the thaw checks each is writable)
     :param max_freeze_seconds: the longest the VMs may stay frozen; the guardian thaws by itself
         then and the copy is reported as not application-consistent. Required for freeze.
     :param ssh_conn_ids: the targets as SSH connection ids (one per VM); or else
@@ -200,11 +209,15 @@ class QuiesceOperator(BaseOperator):
     :param ssh_conn_id: with ``environment_id``: the SSH connection giving user and key
     :param skytap_conn_id: with ``environment_id``: the Skytap connection
     :param profile: ``fsfreeze`` (default), ``postgres`` (CHECKPOINT, then freeze), ``mysql``
-        (FLUSH TABLES WITH READ LOCK held until thaw) or ``custom``
+        (FLUSH TABLES WITH READ LOCK held until thaw), ``custom``, or ``app`` (no filesystem
+        freeze: ``pre_freeze_command`` pauses the application, ``post_thaw_command`` resumes it;
+        needs no root)
     :param profile_options: options of the profile (postgres: os_user, psql, host, port,
         database; mysql: os_user, mysql, defaults_file, socket)
-    :param pre_freeze_command: ``custom``: shell command run as root before the first freeze
-    :param post_thaw_command: ``custom``: shell command run as root after the last thaw
+    :param pre_freeze_command: ``custom``: shell command run as root before the first freeze;
+        ``app`` (required): the pause, run once the guardian is armed
+    :param post_thaw_command: ``custom``: shell command run as root after the last thaw;
+        ``app`` (required): the resume, run whenever the hold ends (also after a failed pause)
     :param allow_root_fs: allow freezing ``/``, ``/boot``, ``/usr`` and ``/var`` (dangerous)
     :param failure_policy: ``fail`` (default: any host that cannot be frozen fails the task
         after thawing the others; a guardian that fired fails the thaw) or
@@ -213,7 +226,8 @@ class QuiesceOperator(BaseOperator):
     :param step_timeout: seconds a profile step (CHECKPOINT, the MySQL lock, custom commands)
         may take on a VM
     :param probe_timeout: seconds the thaw's write probe may take per mount
-    :param use_sudo: run the VM side through ``sudo -n``; default: unless the SSH user is root
+    :param use_sudo: run the VM side through ``sudo -n``; default: unless the SSH user is root,
+        or the profile is ``app`` (which then runs as the SSH user)
     :param ssh_connect_attempts: attempts to open each SSH connection (SSHHook's retries)
     """
 
@@ -312,7 +326,9 @@ class QuiesceOperator(BaseOperator):
                 f"got {self.failure_policy!r}"
             )
         return _Settings(
-            mounts=qc.validate_mount_map(self.mounts, allow_root_fs=bool(self.allow_root_fs)),
+            mounts=qc.validate_mount_map(
+                self.mounts, allow_root_fs=bool(self.allow_root_fs), profile=str(self.profile)
+            ),
             profile=str(self.profile),
             options=qc.validate_profile(
                 self.profile,
@@ -365,6 +381,7 @@ class QuiesceOperator(BaseOperator):
                 t,
                 qc.guardian_id(self.dag_id, run_id, t.key),
                 mounts[t.name],
+                profile=settings.profile,
                 use_sudo=self.use_sudo,
                 connect_attempts=checks.positive_int(
                     "ssh_connect_attempts", self.ssh_connect_attempts
@@ -447,7 +464,12 @@ class QuiesceOperator(BaseOperator):
         return summary
 
     def _preflight(self, settings: _Settings, host: _Host) -> dict[str, Any]:
-        args = qc.preflight_args(host.gid, host.mounts, allow_root_fs=bool(self.allow_root_fs))
+        args = qc.preflight_args(
+            host.gid,
+            host.mounts,
+            allow_root_fs=bool(self.allow_root_fs),
+            profile=settings.profile,
+        )
         # a bounded write probe per mount, and perhaps releasing an earlier try's guardian
         timeout = 3 * len(host.mounts) + GUARDIAN_WAIT + SSH_SLACK
         report = host.run("preflight", "preflight", args, timeout=timeout)
@@ -490,8 +512,9 @@ class QuiesceOperator(BaseOperator):
         _raise_for(host, report.get("error_step") or "freeze", report)
         result.update(consistency=APPLICATION_CONSISTENT, error=None)
         self.log.info(
-            "%s: frozen at %s (%s); guardian pid %s thaws by itself at %s",
+            "%s: %s at %s (%s); guardian pid %s thaws by itself at %s",
             host.label,
+            "paused" if settings.profile == qc.APP else "frozen",
             result["frozen_at"],
             ", ".join(host.mounts),
             result["pid"],
@@ -559,6 +582,7 @@ class QuiesceOperator(BaseOperator):
             reason=reason,
             probe_timeout=settings.probe_timeout,
             wait=GUARDIAN_WAIT,
+            profile=settings.profile,
         )
         timeout = GUARDIAN_WAIT + settings.probe_timeout * len(host.mounts) + SSH_SLACK
         report = host.run("thaw", "thaw", args, timeout=timeout)
@@ -684,6 +708,14 @@ class QuiesceOperator(BaseOperator):
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def wants_sudo(use_sudo: bool | None, username: str | None, profile: str) -> bool:
+    """Whether the VM side runs through ``sudo -n``: as told, else for users other than root,
+    except with profile ``app``, which needs no root and then runs as the SSH user."""
+    if use_sudo is not None:
+        return use_sudo
+    return username != "root" and profile != qc.APP
 
 
 def _raise_for(host: _Host, step: str, report: dict[str, Any]) -> None:

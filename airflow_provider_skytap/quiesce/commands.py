@@ -2,10 +2,11 @@
 
 The VM side is one fixed script, ``guardian.sh`` with the ``profiles/*.sh`` appended, shipped
 as package data. It is installed once per boot under ``/run/skytap-quiesce/lib/<sha256 prefix>.sh``
-(content-addressed, checked with ``sha256sum`` on arrival) and then run with short commands
-whose every argument comes from :func:`shlex.quote`. Nothing a DAG author writes is ever
-spliced into shell code: mounts, option values and ids travel as single arguments, and the
-script only stores them in files or passes them on as ``"$@"``.
+(content-addressed, checked with ``sha256sum`` on arrival; a user other than root without sudo,
+which only profile ``app`` allows, gets its own directory instead: see :data:`USER_STATE_DIR`)
+and then run with short commands whose every argument comes from :func:`shlex.quote`. Nothing
+a DAG author writes is ever spliced into shell code: mounts, option values and ids travel as
+single arguments, and the script only stores them in files or passes them on as ``"$@"``.
 """
 
 from __future__ import annotations
@@ -22,18 +23,43 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-PROFILES = ("fsfreeze", "postgres", "mysql", "custom")
+PROFILES = ("fsfreeze", "postgres", "mysql", "custom", "app")
 PROFILE_OPTIONS: Mapping[str, frozenset[str]] = {
     "fsfreeze": frozenset(),
     "postgres": frozenset({"os_user", "psql", "host", "port", "database"}),
     "mysql": frozenset({"os_user", "mysql", "defaults_file", "socket"}),
     "custom": frozenset({"pre_freeze", "post_thaw"}),
+    "app": frozenset({"pre_freeze", "post_thaw"}),
 }
+# The profile that freezes no filesystem: the application's own pause and resume. Its "mounts"
+# are plain directories, and it needs no root.
+APP = "app"
+# The profiles that take pre_freeze_command / post_thaw_command.
+COMMAND_PROFILES = frozenset({"custom", APP})
 # Freezing these can hang the host, sshd and sudo (they write to / and /var); refused unless
 # the DAG author forces it with allow_root_fs=True. The script checks the same list.
 SYSTEM_MOUNTS = frozenset({"/", "/boot", "/boot/efi", "/usr", "/var"})
 STATE_DIR = "/run/skytap-quiesce"
 LIB_DIR = f"{STATE_DIR}/lib"
+# A user other than root (profile app without sudo) keeps the script and the guardians' records
+# here instead. The uid is read on the VM, and the Airflow side never names the directory: the
+# freeze and the thaw task find the same one. /tmp rather than $XDG_RUNTIME_DIR, because logind
+# removes that at the user's last logout, which falls between the freeze task and the thaw task.
+USER_STATE_DIR = "/tmp/skytap-quiesce-<uid>"  # noqa: S108 (made 0700 and its owner checked)
+# Shell: set b to that directory, made 0700 if missing; refuse it (an @@sq error line, exit 1)
+# unless it is a real directory of this user that nobody else may write to, since the script
+# run from it and the records in it decide what runs as this user.
+_USER_DIR_SH = (
+    'u=$(id -u); b=/tmp/skytap-quiesce-$u; w=; mkdir -m 700 "$b" 2>/dev/null || :; '
+    'if [ -L "$b" ] || [ ! -d "$b" ]; then w="is not a directory"; '
+    'elif [ "$(stat -c %u "$b")" != "$u" ]; then '
+    'w="belongs to uid $(stat -c %u "$b"), not to this user (uid $u)"; '
+    'elif [ $((0$(stat -c %a "$b") & 022)) != 0 ]; then '
+    'w="may be written by its group or others (mode $(stat -c %a "$b"))"; fi; '
+    'if [ -n "$w" ]; then printf "@@sq error=%s\\n" "$b $w: refusing to keep the guardian script '
+    "and its records there, where someone else could change them; remove it, or chown it to this "
+    'user with mode 0700"; exit 1; fi; '
+)
 # The script's own exit code for "not installed here": the operator installs it and retries.
 NOT_INSTALLED = 99
 REPORT_PREFIX = "@@sq "
@@ -75,18 +101,29 @@ def _sudo(sudo: bool) -> str:
 
 
 def run_command(action: str, args: Sequence[str], *, sudo: bool) -> str:
-    """Run the installed script; exit code ``NOT_INSTALLED`` when it is not there (yet)."""
+    """Run the installed script; exit code ``NOT_INSTALLED`` when it is not there (yet).
+
+    As root the script is ``$0``, under ``/run/skytap-quiesce``; any other user runs the copy in
+    its own directory (:data:`USER_STATE_DIR`), found and checked on the VM.
+    """
     script = guardian_script()
-    runner = f'[ -f "$0" ] || exit {NOT_INSTALLED}; exec sh "$0" "$@"'
+    runner = (
+        f'if [ "$(id -u)" = 0 ]; then s=$0; else {_USER_DIR_SH}s=$b/lib/${{0##*/}}; fi; '
+        f'[ -f "$s" ] || exit {NOT_INSTALLED}; exec sh "$s" "$@"'
+    )
     words = ["sh", "-c", runner, script.path, action, *args]
     return _sudo(sudo) + shlex.join(words)
 
 
 def install_command(*, sudo: bool) -> str:
-    """Write the script to ``/run/skytap-quiesce/lib/<sha256 prefix>.sh``, checking its hash."""
+    """Write the script to ``/run/skytap-quiesce/lib/<sha256 prefix>.sh`` (another user than
+    root: the same name in its own directory), checking its hash."""
     script = guardian_script()
     install = (
-        'set -eu; umask 077; mkdir -p "$1"; t=$(mktemp "$1/.in.XXXXXX"); '
+        'set -eu; umask 077; if [ "$(id -u)" != 0 ]; then '
+        + _USER_DIR_SH
+        + 'set -- "$b/lib" "$2" "$b/lib/${3##*/}"; fi; '
+        'mkdir -p "$1"; t=$(mktemp "$1/.in.XXXXXX"); '
         'base64 -d | gzip -dc >"$t"; '
         'if printf "%s  %s\\n" "$2" "$t" | sha256sum -c --status; then mv -f "$t" "$3"; '
         'else rm -f "$t"; echo "the script arrived damaged (sha256 mismatch)" >&2; exit 1; fi'
@@ -127,8 +164,12 @@ def mount_states(lines: Iterable[str]) -> dict[str, str]:
 # ---------------------------------------------------------------- validation
 
 
-def validate_mounts(mounts: Any, *, allow_root_fs: bool) -> list[str]:
-    """Absolute, normalised, distinct paths; system filesystems only when forced."""
+def validate_mounts(mounts: Any, *, allow_root_fs: bool, profile: str = "fsfreeze") -> list[str]:
+    """Absolute, normalised, distinct paths; system filesystems only when forced.
+
+    For profile ``app`` the paths are plain directories (nothing is frozen); the same rules
+    apply, and the messages say directories.
+    """
     if isinstance(mounts, str) or not isinstance(mounts, Iterable):
         raise ValueError(f"mounts must be a list of absolute paths, got {mounts!r}")
     found: list[str] = []
@@ -143,6 +184,12 @@ def validate_mounts(mounts: Any, *, allow_root_fs: bool) -> list[str]:
         if norm != mount.rstrip("/") and not (mount == "/" and norm == "/"):
             raise ValueError(f"mounts: {mount!r} is not a normalised path (did you mean {norm!r}?)")
         if norm in SYSTEM_MOUNTS and not allow_root_fs:
+            if profile == APP:
+                raise ValueError(
+                    f"mounts: refusing {norm!r}, a system directory: list the application's own "
+                    "data directories (the thaw checks each is writable); pass allow_root_fs=True "
+                    "to force it"
+                )
             raise ValueError(
                 f"mounts: refusing to freeze {norm!r}: freezing a system filesystem can hang the "
                 "host, its SSH logins and sudo; pass allow_root_fs=True to force it"
@@ -151,20 +198,24 @@ def validate_mounts(mounts: Any, *, allow_root_fs: bool) -> list[str]:
             raise ValueError(f"mounts: {norm!r} is listed twice")
         found.append(norm)
     if not found:
+        if profile == APP:
+            raise ValueError("mounts must name at least one directory of the application")
         raise ValueError("mounts must name at least one filesystem to freeze")
     return found
 
 
-def validate_mount_map(mounts: Any, *, allow_root_fs: bool) -> dict[str, list[str]]:
+def validate_mount_map(
+    mounts: Any, *, allow_root_fs: bool, profile: str = "fsfreeze"
+) -> dict[str, list[str]]:
     """``mounts`` as a mapping target name -> mounts; a plain list applies to every target."""
     if not isinstance(mounts, Mapping):
-        return {"*": validate_mounts(mounts, allow_root_fs=allow_root_fs)}
+        return {"*": validate_mounts(mounts, allow_root_fs=allow_root_fs, profile=profile)}
     if not mounts:
         raise ValueError("mounts must not be an empty mapping")
     found: dict[str, list[str]] = {}
     for name, paths in mounts.items():
         try:
-            found[str(name)] = validate_mounts(paths, allow_root_fs=allow_root_fs)
+            found[str(name)] = validate_mounts(paths, allow_root_fs=allow_root_fs, profile=profile)
         except ValueError as exc:
             raise ValueError(f"mounts[{name!r}]: {exc}") from None
     return found
@@ -194,7 +245,8 @@ def validate_profile(
     pre_freeze_command: str | None = None,
     post_thaw_command: str | None = None,
 ) -> dict[str, str]:
-    """The profile's options as strings, unknown keys refused; custom commands folded in."""
+    """The profile's options as strings, unknown keys refused; custom and app commands folded
+    in (``app`` needs both: the pause and the resume)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     if options is not None and not isinstance(options, Mapping):
@@ -203,9 +255,9 @@ def validate_profile(
     for key, command in (("pre_freeze", pre_freeze_command), ("post_thaw", post_thaw_command)):
         if command is None or command == "":
             continue
-        if profile != "custom":
+        if profile not in COMMAND_PROFILES:
             raise ValueError(
-                f"{key}_command is only used by profile='custom' (profile is {profile!r})"
+                f"{key}_command is only used by profile='custom' or 'app' (profile is {profile!r})"
             )
         if not isinstance(command, str):
             raise ValueError(f"{key}_command must be a shell command line, got {command!r}")
@@ -222,6 +274,14 @@ def validate_profile(
             raise ValueError(f"profile_options[{key!r}] contains a NUL byte")
     if profile == "custom" and not found:
         raise ValueError("profile='custom' needs pre_freeze_command and/or post_thaw_command")
+    if profile == APP:
+        missing = [f"{key}_command" for key in ("pre_freeze", "post_thaw") if not found.get(key)]
+        if missing:
+            raise ValueError(
+                f"profile='app' needs {' and '.join(missing)}: it freezes no filesystem, so the "
+                "application's own pause (pre_freeze_command, e.g. kill -STOP <pid>) is the "
+                "freeze, and its resume (post_thaw_command, e.g. kill -CONT <pid>) the thaw"
+            )
     return found
 
 
@@ -239,8 +299,11 @@ def guardian_id(dag_id: str, run_id: str, target: str) -> str:
     return f"{slug}-{digest}"
 
 
-def preflight_args(gid: str, mounts: Sequence[str], *, allow_root_fs: bool) -> list[str]:
-    return ["--id", gid, *(["--allow-system-mounts"] if allow_root_fs else []), "--", *mounts]
+def preflight_args(
+    gid: str, mounts: Sequence[str], *, allow_root_fs: bool, profile: str = "fsfreeze"
+) -> list[str]:
+    args = ["--id", gid, "--profile", profile]
+    return [*args, *(["--allow-system-mounts"] if allow_root_fs else []), "--", *mounts]
 
 
 def arm_args(
@@ -260,7 +323,14 @@ def arm_args(
 
 
 def thaw_args(
-    gid: str, mounts: Sequence[str], *, reason: str, probe_timeout: int, wait: int
+    gid: str,
+    mounts: Sequence[str],
+    *,
+    reason: str,
+    probe_timeout: int,
+    wait: int,
+    profile: str = "fsfreeze",
 ) -> list[str]:
-    args = ["--id", gid, "--reason", reason, "--probe-timeout", str(probe_timeout)]
+    args = ["--id", gid, "--profile", profile, "--reason", reason]
+    args += ["--probe-timeout", str(probe_timeout)]
     return [*args, "--wait", str(wait), "--", *mounts]

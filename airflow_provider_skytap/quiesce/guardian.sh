@@ -1,34 +1,46 @@
 # skytap-quiesce: the VM side of QuiesceOperator. POSIX sh + coreutils + util-linux.
 #
 # The operator sends this file (with the profiles appended and `main "$@"` last) over SSH
-# and runs it as root (directly or through `sudo -n`). Every argument it passes is quoted
-# with shlex.quote on the Airflow side; nothing here ever evals an argument.
+# and runs it as root (directly or through `sudo -n`), or, for profile app only, as the SSH
+# user. Every argument it passes is quoted with shlex.quote on the Airflow side; nothing here
+# ever evals an argument.
 #
-#   preflight [--allow-system-mounts] -- MOUNT...
+#   preflight --id ID --profile P [--allow-system-mounts] -- MOUNT...
 #       Check each mount: absolute, exists, is a mount point, not a system mount, not on
 #       the same filesystem as the state dir, and not already frozen (a bounded write probe).
+#       Profile app: plain directories, so only absolute, exists, not a system directory, and
+#       writable (the same probe).
 #   arm --id ID --profile P --max-seconds N --step-timeout N [--opt KEY=VALUE]... -- MOUNT...
 #       Start the guardian (detached, its own session) and wait until it has frozen every
 #       mount or failed. The guardian runs the profile's pre-freeze step, starts its deadline
 #       timer, freezes the mounts in order, then holds the freeze until the thaw task tells it
 #       to thaw, a signal arrives, or the deadline passes, and then thaws in reverse order
 #       and runs the profile's post-thaw step (applications resume after the filesystems).
-#   thaw --id ID --probe-timeout N --wait N [--reason R] -- MOUNT...
+#   thaw --id ID --profile P --probe-timeout N --wait N [--reason R] -- MOUNT...
 #       Tell the guardian to thaw and wait for its record; then unfreeze, in reverse order,
 #       whatever is still frozen (idempotent: "Invalid argument" means already thawed) and
 #       check with a bounded write that every mount is writable again. Works with no guardian.
 #   run DIR, backstop DIR: internal (the detached guardian and its watchdog).
 #
+# Profile app freezes nothing: the guardian is armed (deadline timer and backstop running)
+# before the application's own pause command, and whoever ends the hold runs its resume.
+#
 # State, logs and the control channel live in /run/skytap-quiesce/ID (tmpfs), never on a
-# filesystem being frozen: preflight refuses a mount that holds the state dir. Every report
-# line for the operator is `@@sq KEY=VALUE` on stdout.
+# filesystem being frozen: preflight refuses a mount that holds the state dir. A user other
+# than root (profile app) has them in /tmp/skytap-quiesce-UID/ID: the state dir is always the
+# one the script was installed in (BASE/lib/HASH.sh), which the operator's runner picks by
+# uid and checks (the user's own, mode 0700). Every report line for the operator is
+# `@@sq KEY=VALUE` on stdout.
 
 set -u
 umask 077
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LC_ALL=C
 export PATH LC_ALL
-BASE=/run/skytap-quiesce
+case $0 in
+*/lib/*.sh) BASE=${0%/lib/*} ;;
+*) BASE=/run/skytap-quiesce ;;
+esac
 NL='
 '
 
@@ -153,17 +165,21 @@ as_user() {
 cmd_preflight() {
     allow=0
     id=''
+    profile=fsfreeze
     while [ $# -gt 0 ]; do
         case $1 in
         --allow-system-mounts) allow=1 ;;
         --id) id=$2; shift ;;
+        --profile) profile=$2; shift ;;
         --) shift; break ;;
         *) fail args "unknown option '$1'" 2 ;;
         esac
         shift
     done
     [ $# -gt 0 ] || fail args "no mounts given" 2
-    for _tool in fsfreeze mountpoint setsid timeout stat date sleep; do
+    _tools='fsfreeze mountpoint setsid timeout stat date sleep'
+    [ "$profile" = app ] && _tools='setsid timeout stat date sleep'
+    for _tool in $_tools; do
         command -v "$_tool" >/dev/null 2>&1 || fail preflight "'$_tool' is not installed"
     done
     mkdir -p "$BASE" || fail preflight "cannot create $BASE"
@@ -176,6 +192,10 @@ cmd_preflight() {
     for m in "$@"; do
         check_mount "$m"
         [ -d "$m" ] || fail preflight "$m does not exist (or is not a directory)"
+        if [ "$profile" = app ]; then
+            preflight_app_dir "$m"
+            continue
+        fi
         mountpoint -q "$m" || fail preflight "$m is not a mount point"
         if [ "$allow" = 0 ]; then
             case $m in
@@ -196,6 +216,26 @@ stay writable (is /run a tmpfs on this host?)"
         say mount_ok "$m"
     done
     say status ok
+}
+
+# preflight_app_dir DIR: profile app's check of one directory. Nothing is frozen, so a plain
+# directory will do, on any filesystem (the state dir's too); it must be writable, as the thaw
+# checks it is.
+preflight_app_dir() {
+    if [ "$allow" = 0 ]; then
+        case $1 in
+        / | /boot | /boot/efi | /usr | /var)
+            fail preflight "$1 is a system directory; list the application's own data \
+directories (pass allow_root_fs=True to force it)" ;;
+        esac
+    fi
+    probe "$1" 3
+    case $? in
+    1) fail preflight "$1 is not writable by $(id -un 2>/dev/null || id -u): $probe_err" ;;
+    2) fail preflight "$1 is on a frozen filesystem ($probe_err); the application would stay \
+stuck there whatever its pause and resume do" ;;
+    esac
+    say mount_ok "$1"
 }
 
 # ---------------------------------------------------------------- the guardian
@@ -250,7 +290,13 @@ thaw_ours() {
 }
 
 post_thaw() {
-    [ "$(getv pre_freeze_rc)" = 0 ] || return 0
+    if [ "$profile" = app ]; then
+        # A pause that failed or timed out may have paused part of the application: resume
+        # whenever the pause was started.
+        [ -f "$dir/pause_started" ] || return 0
+    else
+        [ "$(getv pre_freeze_rc)" = 0 ] || return 0
+    fi
     [ -f "$dir/post_thaw_rc" ] && return 0
     step_err=
     "${profile}_post_thaw"
@@ -262,11 +308,34 @@ post_thaw() {
 # finish STATUS: the one place that ends a guardian's hold, whoever gets there first.
 finish() {
     mkdir "$dir/finishing" 2>/dev/null || return 1
-    thaw_ours
-    post_thaw
+    if [ "$profile" = app ]; then
+        resume_app
+    else
+        thaw_ours
+        post_thaw
+    fi
     setv fired "$fired"
     setv status "$1"
     setv result "$1"
+    return 0
+}
+
+# resume_app: profile app's end of the hold: the resume, then the directories' states and the
+# time it ended (not when the resume failed: the application may still be paused).
+resume_app() {
+    post_thaw
+    [ "$(getv post_thaw_rc 0)" = 0 ] || return 0
+    set_mstates paused resumed
+    if [ -f "$dir/frozen_at" ] && [ ! -f "$dir/thawed_at" ]; then setv thawed_at "$(now)"; fi
+}
+
+# set_mstates FROM TO: every mount in state FROM goes to state TO.
+set_mstates() {
+    _i=1
+    while [ "$_i" -le "$n" ]; do
+        [ "$(getv "mstate.$_i")" = "$1" ] && setv "mstate.$_i" "$2"
+        _i=$((_i + 1))
+    done
     return 0
 }
 
@@ -286,6 +355,7 @@ cmd_run() {
     trap 'fired=${fired:-signal}' TERM INT HUP QUIT
     setv pid $$
     setv status preparing
+    [ "$profile" = app ] && run_app
     step_err=
     "${profile}_pre_freeze"
     _rc=$?
@@ -298,16 +368,26 @@ cmd_run() {
     fi
     # Armed: the deadline timer runs before the first freeze, so no mount stays frozen longer
     # than max_seconds even if this shell is stopped. The backstop thaws if this shell dies.
-    sleep "$max_seconds" >/dev/null 2>&1 7>&- &
-    timer=$!
-    setv deadline_at "$(($(date +%s) + max_seconds))"
-    setsid sh "$0" backstop "$dir" </dev/null >>"$dir/log" 2>&1 7>&- &
+    arm_timer
     if ! freeze_all; then
         kill "$timer" 2>/dev/null
         if [ -n "$fired" ]; then finish cancelled; else finish failed; fi
         exit 1
     fi
     setv status frozen
+    hold
+}
+
+# arm_timer: the deadline timer (a child to wait for) and the backstop (a detached watchdog).
+arm_timer() {
+    sleep "$max_seconds" >/dev/null 2>&1 7>&- &
+    timer=$!
+    setv deadline_at "$(($(date +%s) + max_seconds))"
+    setsid sh "$0" backstop "$dir" </dev/null >>"$dir/log" 2>&1 7>&- &
+}
+
+# hold: until told, a signal, or the deadline; then end the hold and exit.
+hold() {
     while [ -z "$fired" ]; do
         wait "$timer"
         if [ -z "$fired" ] && ! kill -0 "$timer" 2>/dev/null; then fired=deadline; fi
@@ -316,6 +396,41 @@ cmd_run() {
     if [ "$fired" = told ]; then fired=$(getv request told); fi
     finish thawed
     exit 0
+}
+
+# run_app: profile app's guardian. The timer and the backstop are armed before the pause starts,
+# so a pause is always resumed: at the deadline, on a signal, when told, by the backstop if this
+# shell dies, or by a thaw in place of both.
+run_app() {
+    arm_timer
+    setv pause_started "$(now)"
+    step_err=
+    app_pre_freeze
+    _rc=$?
+    setv pre_freeze_rc "$_rc"
+    if [ -d "$dir/finishing" ]; then
+        # The backstop ended the hold (deadline + 5 s) while the pause still ran: the pause may
+        # have taken effect after its resume, so resume once more.
+        kill "$timer" 2>/dev/null
+        app_post_thaw post-thaw-again
+        exit 1
+    fi
+    if [ "$_rc" -ne 0 ]; then
+        kill "$timer" 2>/dev/null
+        setv error_step pre-freeze
+        setv error "app pre-freeze (the pause) failed (exit $_rc): $step_err"
+        finish failed # resumes: the pause may have paused part of the application
+        exit 1
+    fi
+    setv frozen_at "$(now)"
+    set_mstates pending paused
+    if [ -n "$fired" ]; then
+        kill "$timer" 2>/dev/null
+        finish cancelled
+        exit 1
+    fi
+    setv status frozen
+    hold
 }
 
 cmd_backstop() {
@@ -350,7 +465,7 @@ cmd_arm() {
     is_uint "$step_timeout" && [ "$step_timeout" -gt 0 ] ||
         fail args "step timeout must be a positive whole number, got '$step_timeout'" 2
     case $profile in
-    fsfreeze | postgres | mysql | custom) ;;
+    fsfreeze | postgres | mysql | custom | app) ;;
     *) fail args "unknown profile '$profile'" 2 ;;
     esac
     mkdir -p "$BASE" || fail arm "cannot create $BASE"
@@ -486,10 +601,11 @@ report_state() {
 # ---------------------------------------------------------------- thaw
 
 cmd_thaw() {
-    id='' probe_timeout=10 wait_s=30 reason=thaw
+    id='' probe_timeout=10 wait_s=30 reason=thaw profile=fsfreeze
     while [ $# -gt 0 ]; do
         case $1 in
         --id) id=$2; shift ;;
+        --profile) profile=$2; shift ;;
         --probe-timeout) probe_timeout=$2; shift ;;
         --wait) wait_s=$2; shift ;;
         --reason) reason=$2; shift ;;
@@ -521,6 +637,9 @@ cmd_thaw() {
         fi
     fi
     say guardian "$guardian"
+    # The guardian's record says how this host was held; without one nothing is touched.
+    app_outcome=
+    [ "$guardian" != none ] && [ "$profile" = app ] && thaw_app
 
     # What to see to: the guardian's mounts (it knows what it froze), then any configured
     # mount it did not have. Numbered files, so the reverse pass needs no arrays or eval.
@@ -576,7 +695,9 @@ cmd_thaw() {
             i=$((i - 1))
             continue
         fi
-        if [ "$trust" = 0 ] || [ "$st" = frozen ]; then
+        if [ "$profile" = app ]; then
+            outcome=$app_outcome # nothing frozen: the application was paused, or not
+        elif [ "$trust" = 0 ] || [ "$st" = frozen ]; then
             if fsfreeze -u "$m" 2>"$work/err"; then
                 unfroze=1
                 outcome=thawed
@@ -622,10 +743,71 @@ cmd_thaw() {
     fi
     [ -d "$dir" ] && report_state
     [ -d "$dir" ] || { [ "$unfroze" = 1 ] && say thawed_at "$(now)"; }
+    [ -n "$app_outcome" ] && report_app_thaw
     exit "$bad"
 }
 
+# thaw_app: profile app, in the thaw command. A guardian that finished or answered has run the
+# resume; one that died (with its backstop) before it did leaves that to us, as does a resume
+# that failed (a retry of the thaw task tries it again). Sets app_outcome for each directory.
+thaw_app() {
+    app_outcome=resumed-by-guardian
+    case $guardian in
+    finished | told)
+        [ -f "$dir/pause_started" ] || return 0
+        [ "$(getv post_thaw_rc 0)" = 0 ] && return 0
+        mkdir "$dir/resuming" 2>/dev/null || return 0 # another thaw is at it
+        rm -f "$dir/post_thaw_rc" "$dir/post_thaw_error"
+        resume_app
+        rmdir "$dir/resuming"
+        app_outcome=resumed
+        ;;
+    dead)
+        # Nobody resumed yet: the pause held until now. A finisher that died half-way leaves
+        # "finishing" without a resume; the resume is safe to run twice, so run it all the same.
+        if mkdir "$dir/finishing" 2>/dev/null || [ ! -f "$dir/post_thaw_rc" ]; then
+            fired=thaw
+            resume_app
+            if [ ! -f "$dir/result" ]; then
+                setv fired thaw
+                setv status thawed
+                setv result thawed
+            fi
+        fi
+        app_outcome=resumed
+        ;;
+    unresponsive) app_outcome=not-resumed ;;
+    esac
+}
+
+# report_app_thaw: profile app's verdict, after the record (a later error line wins).
+report_app_thaw() {
+    if [ "$guardian" = unresponsive ]; then
+        say error_step thaw
+        say error "the guardian (pid $(getv pid)) did not finish within $wait_s s of being \
+told to resume the application; it still holds the pause and resumes it when its current \
+step ends or at its deadline: run the thaw again"
+        bad=1
+    elif [ -f "$dir/pause_started" ] && [ "$(getv post_thaw_rc 1)" != 0 ]; then
+        say error_step post-thaw
+        say error "app post-thaw (the resume) failed (exit $(getv post_thaw_rc none)): \
+$(getv post_thaw_error); the application may still be paused"
+        bad=1
+    fi
+}
+
 # ---------------------------------------------------------------- entry
+
+# profile_of ARG...: the value of --profile among a command's options.
+profile_of() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --profile) printf '%s' "${2-}"; return 0 ;;
+        --) return 0 ;;
+        esac
+        shift
+    done
+}
 
 main() {
     [ $# -gt 0 ] || fail args "no command given" 2
@@ -633,8 +815,12 @@ main() {
     shift
     case $_cmd in
     preflight | arm | thaw)
-        [ "$(id -u)" = 0 ] || fail "$_cmd" "must run as root (the operator uses sudo -n for \
-other users)" 2
+        if [ "$(id -u)" != 0 ] && [ "$(profile_of "$@")" != app ]; then
+            fail "$_cmd" "profile '$(profile_of "$@")' freezes filesystems, which needs root, \
+and this runs as $(id -un 2>/dev/null || id -u) without sudo: log in as root, or give the user \
+passwordless sudo (use_sudo); where filesystems cannot be frozen, use profile 'app' (the \
+application's own pause and resume commands; no fsfreeze, no root)" 2
+        fi
         ;;
     esac
     case $_cmd in

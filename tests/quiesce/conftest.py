@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -56,6 +58,7 @@ def workdir() -> Iterator[Path]:
     as its own user), removed at the end."""
     path = Path(tempfile.mkdtemp(prefix="skytap-quiesce-"))
     path.chmod(0o755)
+    _SESSION_ROOT[:] = [path]
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -338,10 +341,15 @@ def sudo_user(sshd: Sshd) -> Iterator[str]:
     sudoers.write_text(f"{SUDO_USER} ALL=(root) NOPASSWD: ALL\n")
     sudoers.chmod(0o440)
     sshd.authorize(SUDO_USER)
+    # Without sudo the user's guardian script and records live in a dir of its own.
+    own_dir = Path(f"/tmp/skytap-quiesce-{pwd.getpwnam(SUDO_USER).pw_uid}")
+    had_dir = own_dir.exists()
     try:
         yield SUDO_USER
     finally:
         sudoers.unlink(missing_ok=True)
+        if not had_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
         if not existed:
             _run("userdel", "--remove", SUDO_USER, check=False)
 
@@ -356,20 +364,31 @@ def ssh_conns(sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> Callable[..., list
     return make
 
 
+# Where this session keeps every mount and directory it quiesces (set by ``workdir``).
+_SESSION_ROOT: list[Path] = []
+# An installed guardian script: root's under /run/skytap-quiesce, another user's in its own dir.
+_GUARDIAN_SCRIPT = re.compile(rb"/skytap-quiesce(-[0-9]+)?/lib/[0-9a-f]+\.sh$")
+
+
 def guardian_pids() -> list[int]:
-    """Processes running an installed guardian script (``run`` or ``backstop``)."""
+    """Processes running a guardian (``run`` or ``backstop``) of this test session.
+
+    Other runs on this machine (the demo's lab VMs, another checkout's tests) have guardians of
+    their own; they are not this session's to wait for or stop. A guardian is ours when the
+    first mount in its record lies under this session's workdir.
+    """
+    if not _SESSION_ROOT:
+        return []
+    root = str(_SESSION_ROOT[0]) + "/"
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
             argv = (proc / "cmdline").read_bytes().split(b"\0")
             if (
-                len(argv) > 2
-                and b"/skytap-quiesce/lib/" in argv[1]
-                and argv[2]
-                in (
-                    b"run",
-                    b"backstop",
-                )
+                len(argv) > 3
+                and _GUARDIAN_SCRIPT.search(argv[1])
+                and argv[2] in (b"run", b"backstop")
+                and (Path(os.fsdecode(argv[3])) / "mount.1").read_text().startswith(root)
             ):
                 found.append(int(proc.name))
     return found

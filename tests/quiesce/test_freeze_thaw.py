@@ -116,8 +116,11 @@ def test_a_non_root_user_without_sudo_is_a_clear_error(loops, ssh_conns, sudo_us
             use_sudo=False,
         )
     message = str(info.value)
-    assert "quiesce_nosudo_0: preflight failed (exit 1): could not install" in message
-    assert "cannot create directory '/run/skytap-quiesce': Permission denied" in message
+    assert (
+        f"quiesce_nosudo_0: preflight failed (exit 2): profile 'fsfreeze' freezes filesystems, "
+        f"which needs root, and this runs as {sudo_user} without sudo" in message
+    )
+    assert "where filesystems cannot be frozen, use profile 'app'" in message
 
 
 def test_partial_freeze_failure_thaws_the_hosts_that_froze(loops, writers, ssh_conns) -> None:

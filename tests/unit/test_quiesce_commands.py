@@ -126,7 +126,12 @@ def test_seconds_accept_templated_strings_and_never_round_up() -> None:
 @pytest.mark.parametrize(
     ("profile", "options", "commands", "message"),
     [
-        ("zfs", None, {}, "profile must be one of fsfreeze, postgres, mysql, custom, got 'zfs'"),
+        (
+            "zfs",
+            None,
+            {},
+            "profile must be one of fsfreeze, postgres, mysql, custom, app, got 'zfs'",
+        ),
         ("postgres", {"password": "x"}, {}, "profile_options ['password'] are not options"),
         ("fsfreeze", None, {"pre_freeze_command": "true"}, "only used by profile='custom'"),
         ("custom", None, {}, "profile='custom' needs pre_freeze_command"),
@@ -171,3 +176,83 @@ def test_parse_report() -> None:
     assert report["error"] == "x=y"
     assert qc.mount_states(report["mount"]) == {"/a b": "frozen", "/c": "busy"}
     assert report["outcome"] == []
+
+
+# ---------------------------------------------------------------- profile app
+
+
+@pytest.mark.parametrize(
+    ("commands", "missing"),
+    [
+        ({}, "pre_freeze_command and post_thaw_command"),
+        ({"pre_freeze_command": "kill -STOP 42"}, "post_thaw_command"),
+        ({"post_thaw_command": "kill -CONT 42", "pre_freeze_command": ""}, "pre_freeze_command"),
+    ],
+)
+def test_app_needs_both_the_pause_and_the_resume(commands: dict[str, str], missing: str) -> None:
+    message = f"profile='app' needs {missing}: it freezes no filesystem, so the application's own"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        qc.validate_profile("app", None, **commands)
+
+
+def test_app_takes_its_commands_and_no_other_option() -> None:
+    found = qc.validate_profile(
+        "app", None, pre_freeze_command="kill -STOP 42", post_thaw_command="kill -CONT 42"
+    )
+    assert found == {"pre_freeze": "kill -STOP 42", "post_thaw": "kill -CONT 42"}
+    with pytest.raises(ValueError, match=re.escape("['os_user'] are not options of profile 'app'")):
+        qc.validate_profile("app", {"os_user": "x"}, pre_freeze_command="a", post_thaw_command="b")
+
+
+@pytest.mark.parametrize(
+    ("mounts", "message"),
+    [
+        (["srv/app"], "mounts: 'srv/app' is not an absolute path"),
+        (["./data"], "mounts: './data' is not an absolute path"),
+        (
+            ["/"],
+            "mounts: refusing '/', a system directory: list the application's own data "
+            "directories (the thaw checks each is writable); pass allow_root_fs=True to force it",
+        ),
+        (["/srv/app", "/var"], "mounts: refusing '/var', a system directory"),
+        ([], "mounts must name at least one directory of the application"),
+    ],
+)
+def test_app_directories_are_validated(mounts: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        qc.validate_mounts(mounts, allow_root_fs=False, profile="app")
+
+
+def test_app_directories_need_not_be_mount_points_and_system_ones_only_when_forced() -> None:
+    # Nothing is frozen: any absolute directory will do (the VM checks it exists and is writable).
+    assert qc.validate_mounts(["/home/app/data/"], allow_root_fs=False, profile="app") == [
+        "/home/app/data"
+    ]
+    assert qc.validate_mounts(["/"], allow_root_fs=True, profile="app") == ["/"]
+    with pytest.raises(ValueError, match=r"mounts\['vm-1'\]: mounts: 'data' is not an absolute"):
+        qc.validate_mount_map({"vm-1": ["data"]}, allow_root_fs=False, profile="app")
+
+
+def test_the_profile_reaches_preflight_and_thaw() -> None:
+    # The VM refuses every profile but app to a user other than root, before anything else.
+    assert qc.preflight_args("g", ["/d"], allow_root_fs=False, profile="app") == [
+        "--id",
+        "g",
+        "--profile",
+        "app",
+        "--",
+        "/d",
+    ]
+    thaw = qc.thaw_args("g", ["/d"], reason="thaw", probe_timeout=10, wait=30, profile="app")
+    assert thaw[:4] == ["--id", "g", "--profile", "app"] and thaw[-2:] == ["--", "/d"]
+
+
+def test_the_per_user_state_dir_is_found_on_the_vm() -> None:
+    # The Airflow side never names it: the runner reads the uid on the VM, and root keeps
+    # /run/skytap-quiesce (the path given as $0).
+    words = shlex.split(qc.run_command("thaw", ["--id", "g"], sudo=False))
+    runner = words[2]
+    assert words[3] == qc.guardian_script().path
+    assert 'if [ "$(id -u)" = 0 ]; then s=$0; else' in runner
+    assert "b=/tmp/skytap-quiesce-$u" in runner and "s=$b/lib/${0##*/}" in runner
+    assert "/tmp/skytap-quiesce-0" not in runner

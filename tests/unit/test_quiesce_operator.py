@@ -7,7 +7,7 @@ import re
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_skytap.operators.quiesce import QuiesceOperator
+from airflow_provider_skytap.operators.quiesce import QuiesceOperator, wants_sudo
 
 
 def make(**kwargs: object) -> QuiesceOperator:
@@ -55,6 +55,25 @@ def test_thaw_needs_no_max_freeze_seconds() -> None:
         ({"failure_policy": "ignore"}, "failure_policy must be one of fail, continue_crash"),
         ({"max_parallel": "0"}, "max_parallel must be a positive whole number, got '0'"),
         ({"profile": "oracle"}, "profile must be one of"),
+        ({"profile": "app"}, "profile='app' needs pre_freeze_command and post_thaw_command"),
+        (
+            {
+                "profile": "app",
+                "mounts": ["/"],
+                "pre_freeze_command": "kill -STOP 1",
+                "post_thaw_command": "kill -CONT 1",
+            },
+            "mounts: refusing '/', a system directory",
+        ),
+        (
+            {
+                "profile": "app",
+                "mounts": {"ssh_db": ["data"]},
+                "pre_freeze_command": "kill -STOP 1",
+                "post_thaw_command": "kill -CONT 1",
+            },
+            "mounts['ssh_db']: mounts: 'data' is not an absolute path",
+        ),
     ],
 )
 def test_templated_values_are_validated_in_execute_before_any_io(
@@ -80,3 +99,21 @@ def test_templated_fields_render() -> None:
     assert op._settings().max_seconds == 120
     for name in ("mounts", "max_freeze_seconds", "environment_id", "vm_names", "profile"):
         assert name in QuiesceOperator.template_fields
+
+
+@pytest.mark.parametrize(
+    ("use_sudo", "user", "profile", "expected"),
+    [
+        (None, "root", "fsfreeze", False),
+        (None, "backup", "fsfreeze", True),
+        (None, "backup", "postgres", True),
+        (None, "backup", "app", False),  # app needs no root: it runs as the SSH user
+        (None, "root", "app", False),
+        (True, "backup", "app", True),  # forced: the guardian runs as root, state in /run
+        (False, "backup", "fsfreeze", False),  # the VM then refuses, suggesting app
+    ],
+)
+def test_sudo_is_used_unless_root_or_app(
+    use_sudo: bool | None, user: str, profile: str, expected: bool
+) -> None:
+    assert wants_sudo(use_sudo, user, profile) is expected
