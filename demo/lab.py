@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -70,6 +71,41 @@ while True:
     time.sleep(0.002)
 """.replace("SIZE", str(RECORD_SIZE)).replace("BODY", str(_BODY))
 
+# Without root there is no filesystem to freeze: the application's "disk" is one preallocated
+# file (what the simulator copies). A magic line, records from offset RECORD_SIZE on, and the
+# commit point in the file's last RECORD_SIZE bytes (written after each record, each fsynced).
+RAW_MAGIC = b"skytap-lab raw disk\n"
+RAW_SIZE = 16 << 20
+WRITER_RAW = (
+    """
+import os, sys, time, zlib
+path, pidfile = sys.argv[1], sys.argv[2]
+with open(pidfile, "w") as f:
+    f.write(str(os.getpid()))
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+os.ftruncate(fd, DISK)
+os.pwrite(fd, MAGIC, 0)
+os.fsync(fd)
+seq = 0
+while True:
+    if seq < DISK // SIZE - 2:
+        body = (b"%012d %020d " % (seq, time.time_ns())).ljust(BODY, b"x")
+        os.pwrite(fd, body + b" %08x\\n" % zlib.crc32(body), SIZE * (seq + 1))
+        os.fsync(fd)
+        os.pwrite(fd, b"%012d\\n" % seq, DISK - SIZE)
+        os.fsync(fd)
+        seq += 1
+    time.sleep(0.002)
+""".replace("SIZE", str(RECORD_SIZE))
+    .replace("BODY", str(_BODY))
+    .replace("DISK", str(RAW_SIZE))
+    .replace("MAGIC", repr(RAW_MAGIC))
+)
+# The application's pause and resume for QuiesceOperator's profile "app" (no root needed):
+# SKYTAP_QUIESCE_MOUNTS is the VM's directory, where the writer keeps its pid.
+PAUSE = 'kill -STOP "$(cat "$SKYTAP_QUIESCE_MOUNTS/writer.pid")"'
+RESUME = 'kill -CONT "$(cat "$SKYTAP_QUIESCE_MOUNTS/writer.pid")"'
+
 # The VM's "boot": its own /srv (a tmpfs, so the host's is untouched), its disk at MOUNT,
 # the application writing to it, then sshd in the foreground.
 BOOT = """set -e
@@ -93,8 +129,14 @@ def _run(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Comp
     return subprocess.run(args, capture_output=True, text=True, check=check, timeout=timeout)
 
 
-def unavailable() -> str | None:
-    """None when this machine can run the lab; else why not."""
+def unavailable(rootless: bool = False) -> str | None:
+    """None when this machine can run the lab (``rootless``: the plain-directory kind); else
+    why not."""
+    if rootless:
+        missing = [t for t in ("ssh-keygen", SSHD) if _which(t) is None]
+        if missing:
+            return f"missing {', '.join(missing)} (apt-get install openssh-server, as root)"
+        return None
     if sys.platform != "linux":
         return "needs Linux (mount namespaces, loop devices, fsfreeze)"
     if os.geteuid() != 0:
@@ -123,6 +165,7 @@ class LabVM:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     writer_pidfile: Path | None = None
+    directory: Path | None = None  # rootless: the VM's directory (its "mount")
 
     @property
     def pid(self) -> int:
@@ -141,6 +184,11 @@ class LabVM:
 
     def records(self) -> int:
         """Records written so far (complete ones)."""
+        if self.directory is not None:
+            with contextlib.suppress(OSError, ValueError), self.image.open("rb") as f:
+                f.seek(-RECORD_SIZE, 2)
+                return int(f.read(12) or b"-1") + 1
+            return 0
         try:
             return self.records_path().stat().st_size // RECORD_SIZE
         except OSError:
@@ -148,7 +196,24 @@ class LabVM:
 
     def in_vm(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a command in this VM's mount namespace."""
+        if self.directory is not None:
+            return _run(*args, check=False, timeout=timeout)
         return _run("nsenter", "-t", str(self.pid), "-m", *args, check=False, timeout=timeout)
+
+    def namespace_pids(self) -> list[int]:
+        """Processes in this VM's mount namespace, other than its sshd."""
+        if self.directory is not None:
+            return []
+        try:
+            ns = os.readlink(f"/proc/{self.pid}/ns/mnt")
+        except OSError:
+            return []
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if int(proc.name) != self.pid and os.readlink(proc / "ns" / "mnt") == ns:
+                    found.append(int(proc.name))
+        return found
 
     def is_frozen(self, within: float = 0.5) -> bool:
         """Whether the writer made no progress for ``within`` seconds (it blocks when frozen)."""
@@ -159,8 +224,14 @@ class LabVM:
 
 @dataclass
 class Lab:
-    """``vm_names`` VMs on this machine; a context manager that leaves nothing behind."""
+    """``vm_names`` VMs on this machine; a context manager that leaves nothing behind.
 
+    ``rootless``: without root, each VM is a plain directory holding a raw "disk" file, and an
+    sshd run as this user; the application is paused and resumed (profile ``app``) instead of
+    its filesystem frozen.
+    """
+
+    rootless: bool = False
     vm_names: tuple[str, ...] = ("app-1", "app-2", "db-1")
     size_mb: int = 32
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="skytap-lab-")))
@@ -169,7 +240,7 @@ class Lab:
     client_key: Path = Path()
 
     def __enter__(self) -> Lab:
-        reason = unavailable()
+        reason = unavailable(self.rootless)
         if reason:
             raise LabUnavailable(reason)
         try:
@@ -193,8 +264,14 @@ class Lab:
         for key in (self.root / "host", self.client_key):
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lab", "-f", str(key))
         self.host_key = " ".join((self.root / "host.pub").read_text().split()[:2])
-        shutil.copy(self.client_key.with_suffix(".pub"), keys / "root")
-        (keys / "root").chmod(0o644)
+        shutil.copy(self.client_key.with_suffix(".pub"), keys / self.user)
+        (keys / self.user).chmod(0o644)
+        if self.rootless:
+            for name in self.vm_names:
+                self.vms.append(self._start_rootless(name, keys))
+            for vm in self.vms:
+                self._wait_up(vm)
+            return
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         Path("/srv").mkdir(exist_ok=True)  # the namespaces mount their own /srv over it
         writer = self.root / "writer.py"
@@ -204,14 +281,7 @@ class Lab:
             with vm.image.open("wb") as f:
                 f.truncate(self.size_mb << 20)
             _run("mkfs.ext4", "-q", "-F", "-L", name[:16], str(vm.image))
-            config = self.root / f"{name}.sshd_config"
-            config.write_text(
-                f"Port {vm.port}\nListenAddress 127.0.0.1\nHostKey {self.root / 'host'}\n"
-                f"PidFile {self.root / name}.pid\nAuthorizedKeysFile {keys}/%u\n"
-                "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-                "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
-                "MaxStartups 100\nMaxSessions 100\nLogLevel INFO\n"
-            )
+            config = self._sshd_config(vm, keys)
             vm.writer_pidfile = self.root / f"{name}.writer.pid"
             boot = BOOT.format(mount=MOUNT, records=RECORDS, committed=COMMITTED, sshd=SSHD)
             with (self.root / f"{name}.log").open("wb") as log:
@@ -239,6 +309,58 @@ class Lab:
         for vm in self.vms:
             self._wait_up(vm)
 
+    @property
+    def user(self) -> str:
+        """The user the VMs' sshds let in (root; rootless: whoever runs the lab)."""
+        return pwd.getpwuid(os.geteuid()).pw_name
+
+    def _sshd_config(self, vm: LabVM, keys: Path) -> Path:
+        config = self.root / f"{vm.name}.sshd_config"
+        config.write_text(
+            f"Port {vm.port}\nListenAddress 127.0.0.1\nHostKey {self.root / 'host'}\n"
+            f"PidFile {self.root / vm.name}.pid\nAuthorizedKeysFile {keys}/%u\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
+            "MaxStartups 100\nMaxSessions 100\nLogLevel INFO\n"
+        )
+        return config
+
+    def _start_rootless(self, name: str, keys: Path) -> LabVM:
+        directory = self.root / name / "data"
+        directory.mkdir(parents=True)
+        vm = LabVM(name, directory / "disk.img", free_port(), directory=directory)
+        vm.writer_pidfile = directory / "writer.pid"
+        writer = self.root / "writer_raw.py"
+        writer.write_text(WRITER_RAW)
+        config = self._sshd_config(vm, keys)
+        with (self.root / f"{name}.log").open("wb") as log:
+            subprocess.Popen(
+                [sys.executable, str(writer), str(vm.image), str(vm.writer_pidfile)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+            vm.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        return vm
+
+    def quiesce_conf(self) -> dict[str, Any]:
+        """What the example DAGs' trigger form needs for these VMs: nothing (the defaults) for
+        the root kind; rootless: profile ``app`` pausing each VM's writer, and each VM's
+        directory as its mount."""
+        if not self.rootless:
+            return {}
+        return {
+            "profile": "app",
+            "mounts": {vm.name: [str(vm.directory)] for vm in self.vms},
+            "pre_freeze_command": PAUSE,
+            "post_thaw_command": RESUME,
+        }
+
     def _wait_up(self, vm: LabVM) -> None:
         deadline = time.monotonic() + 15
         while True:
@@ -258,11 +380,11 @@ class Lab:
         return next(vm for vm in self.vms if vm.name == name)
 
     def ssh_connection(self) -> dict[str, Any]:
-        """The Airflow SSH connection (JSON form) that logs in as root on every lab VM; the
+        """The Airflow SSH connection (JSON form) that logs in on every lab VM; the
         host and port come from Skytap (each VM's published SSH service)."""
         return {
             "conn_type": "ssh",
-            "login": "root",
+            "login": self.user,
             "extra": {
                 "key_file": str(self.client_key),
                 "host_key": self.host_key,
@@ -300,6 +422,12 @@ class Lab:
 
     def thaw_all(self) -> None:
         for vm in self.vms:
+            if vm.directory is not None:
+                pid = vm.writer_pid()
+                if pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+                continue
             if vm.proc is not None and vm.proc.poll() is None:
                 vm.in_vm("fsfreeze", "-u", MOUNT)
 
@@ -315,8 +443,11 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             if vm.proc is not None and vm.proc.poll() is None:
-                # Guardians and their watchdogs in the namespace would keep it (and the disk) alive.
-                vm.in_vm("sh", "-c", "pkill -f /skytap-quiesce/lib/ || true")
+                # Guardians and their watchdogs in the namespace would keep it (and the disk)
+                # alive; only this VM's: the machine's other processes are not ours.
+                for pid in vm.namespace_pids():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
                 vm.proc.terminate()
                 try:
                     vm.proc.wait(timeout=10)
@@ -324,6 +455,8 @@ class Lab:
                     vm.proc.kill()
                     vm.proc.wait(timeout=10)
         for vm in self.vms:
+            if vm.directory is not None:
+                continue
             for _ in range(50):
                 attached = _run("losetup", "-j", str(vm.image), check=False).stdout.strip()
                 if not attached:
@@ -351,6 +484,7 @@ class ImageCheck:
     gaps: int = 0
     committed: int | None = None  # the sequence number in COMMITTED; None: unreadable
     readable: bool = True
+    filesystem: bool = True  # False: a rootless lab's raw disk (nothing for e2fsck)
 
     @property
     def agrees(self) -> bool:
@@ -370,7 +504,8 @@ class ImageCheck:
 
     def verdict(self) -> str:
         if self.consistent:
-            return f"consistent: fsck clean, {self.records} records, none torn, commit point agrees"
+            fsck = "fsck clean, " if self.filesystem else ""
+            return f"consistent: {fsck}{self.records} records, none torn, commit point agrees"
         parts = []
         if self.fsck_exit != 0:
             parts.append(f"e2fsck -n exit {self.fsck_exit}: {self.fsck_summary}")
@@ -382,7 +517,11 @@ class ImageCheck:
             parts.append(f"{self.records} records, {self.torn} torn, {self.gaps} missing")
             if not self.agrees and self.committed is not None:
                 lost = self.committed + 1 - self.records
-                parts.append(f"commit point says record {self.committed}: {lost} committed lost")
+                parts.append(
+                    f"commit point says record {self.committed}: {lost} committed lost"
+                    if lost > 0
+                    else f"commit point says record {self.committed}: the log runs past it"
+                )
             elif not self.agrees:
                 parts.append("commit point unreadable")
         return "NOT consistent: " + "; ".join(parts)
@@ -396,6 +535,10 @@ def check_image(image: Path | str) -> ImageCheck:
     record (or the one before). A copy taken under writes mixes moments: the journal needs
     recovery, and the log and the commit point disagree.
     """
+    with open(image, "rb") as f:
+        raw = f.read(len(RAW_MAGIC)) == RAW_MAGIC
+    if raw:
+        return _check_raw(Path(image))
     fsck = _run("e2fsck", "-f", "-n", str(image), check=False)
     lines = [ln for ln in (fsck.stdout + fsck.stderr).splitlines() if ln.strip()]
     header = _run("dumpe2fs", "-h", str(image), check=False).stdout
@@ -412,6 +555,27 @@ def check_image(image: Path | str) -> ImageCheck:
         return check
     with contextlib.suppress(TypeError, ValueError):
         check.committed = int(committed or b"")
+    _scan(check, data)
+    return check
+
+
+def _check_raw(image: Path) -> ImageCheck:
+    """A rootless lab's raw disk: records from offset RECORD_SIZE up to the first empty slot,
+    the commit point in the last RECORD_SIZE bytes."""
+    data = image.read_bytes()
+    check = ImageCheck(str(image), 0, "raw disk", needs_recovery=False, filesystem=False)
+    with contextlib.suppress(ValueError):
+        check.committed = int(data[-RECORD_SIZE:][:12])
+    empty = bytes(RECORD_SIZE)
+    end = RECORD_SIZE
+    while end + RECORD_SIZE <= len(data) - RECORD_SIZE and data[end : end + RECORD_SIZE] != empty:
+        end += RECORD_SIZE
+    _scan(check, data[RECORD_SIZE:end])
+    return check
+
+
+def _scan(check: ImageCheck, data: bytes) -> None:
+    """Count whole records, torn ones and gaps in the sequence."""
     expected = 0
     for start in range(0, len(data) - len(data) % RECORD_SIZE, RECORD_SIZE):
         record = data[start : start + RECORD_SIZE]
@@ -429,7 +593,6 @@ def check_image(image: Path | str) -> ImageCheck:
         expected = seq + 1
     if len(data) % RECORD_SIZE:
         check.torn += 1  # a partial record at the end
-    return check
 
 
 def _debugfs_cat(image: Path | str, name: str) -> bytes | None:
