@@ -39,19 +39,13 @@ from airflow_provider_skytap.operators.clone import (
 )
 from airflow_provider_skytap.operators.quiesce import QuiesceOperator
 from airflow_provider_skytap.operators.retention import PruneBackupsOperator
+from airflow_provider_skytap.params import QUIESCE_FROM_PARAMS, quiesce_params
 from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
 
 # Nightly at 02:00 UTC: the one place the schedule is set.
 SCHEDULE = "0 2 * * *"
 START_DATE = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
-QUIESCE = {
-    "environment_id": "{{ params.environment_id }}",
-    "vm_names": "{{ params.vm_names or None }}",
-    "ssh_conn_id": "{{ params.ssh_conn_id }}",
-    "mounts": "{{ params.mounts }}",
-    "profile": "{{ params.profile }}",
-}
 
 with DAG(
     dag_id="skytap_live_clone_backup",
@@ -69,54 +63,7 @@ with DAG(
     tags=["skytap", "backup"],
     doc_md=__doc__,
     params={
-        "environment_id": Param(
-            "1001",
-            type="string",
-            pattern=r"^[0-9]+$",
-            title="Skytap environment",
-            description="Id of the environment to back up (the number in its Skytap URL).",
-        ),
-        "ssh_conn_id": Param(
-            "skytap_vm_ssh",
-            type="string",
-            minLength=1,
-            title="SSH connection",
-            description="Airflow connection with the user and key for the VMs. Hosts and ports "
-            "come from each VM's published SSH service (port 22) in Skytap.",
-        ),
-        "vm_names": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            title="VMs to freeze",
-            description="Names of the VMs to freeze, one per line; empty: every VM.",
-        ),
-        "mounts": Param(
-            ["/srv/data"],
-            type="array",
-            items={"type": "string", "pattern": "^/"},
-            minItems=1,
-            title="Mount points",
-            description="Filesystems to freeze on each VM, one per line. '/' is refused.",
-        ),
-        "profile": Param(
-            "fsfreeze",
-            type="string",
-            enum=["fsfreeze", "postgres", "mysql"],
-            title="Freeze profile",
-            description="fsfreeze: filesystems only; postgres: CHECKPOINT, then freeze; mysql: "
-            "FLUSH TABLES WITH READ LOCK held until the thaw.",
-        ),
-        "max_freeze_seconds": Param(
-            600,
-            type="integer",
-            minimum=10,
-            maximum=7200,
-            title="Longest freeze (seconds)",
-            description="Each VM's guardian thaws by itself after this long, whatever happens "
-            "to Airflow; the backup is then reported as not application-consistent. Size it to "
-            "the clone's time plus a margin.",
-        ),
+        **quiesce_params(),
         "dr_regions": Param(
             ["EMEA"],
             type="array",
@@ -147,7 +94,7 @@ with DAG(
         action="freeze",
         max_freeze_seconds="{{ params.max_freeze_seconds }}",
         retries=0,  # a failed freeze has thawed what it froze; the run fails, nothing to retry
-        **QUIESCE,
+        **QUIESCE_FROM_PARAMS,
     )
     clone = LiveCloneOperator(
         task_id="clone",
@@ -172,7 +119,7 @@ with DAG(
         action="thaw",
         trigger_rule=TriggerRule.ALL_DONE,
         retry_delay=timedelta(seconds=5),
-        **QUIESCE,
+        **QUIESCE_FROM_PARAMS,
     )
 
     @task

@@ -25,17 +25,11 @@ from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.operators.clone import LiveCloneOperator
 from airflow_provider_skytap.operators.quiesce import QuiesceOperator
+from airflow_provider_skytap.params import QUIESCE_FROM_PARAMS, quiesce_params
 from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
 
 log = logging.getLogger(__name__)
 
-QUIESCE = {
-    "environment_id": "{{ params.environment_id }}",
-    "vm_names": "{{ params.vm_names or None }}",
-    "ssh_conn_id": "{{ params.ssh_conn_id }}",
-    "mounts": "{{ params.mounts }}",
-    "profile": "{{ params.profile }}",
-}
 
 with DAG(
     dag_id="skytap_live_copy_for_reporting",
@@ -49,53 +43,7 @@ with DAG(
     tags=["skytap", "reporting"],
     doc_md=__doc__,
     params={
-        "environment_id": Param(
-            "1001",
-            type="string",
-            pattern=r"^[0-9]+$",
-            title="Skytap environment",
-            description="Id of the environment to copy (the number in its Skytap URL).",
-        ),
-        "ssh_conn_id": Param(
-            "skytap_vm_ssh",
-            type="string",
-            minLength=1,
-            title="SSH connection",
-            description="Airflow connection with the user and key for the VMs. Hosts and ports "
-            "come from each VM's published SSH service (port 22) in Skytap.",
-        ),
-        "vm_names": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            title="VMs to freeze",
-            description="Names of the VMs to freeze, one per line; empty: every VM.",
-        ),
-        "mounts": Param(
-            ["/srv/data"],
-            type="array",
-            items={"type": "string", "pattern": "^/"},
-            minItems=1,
-            title="Mount points",
-            description="Filesystems to freeze on each VM, one per line. '/' is refused.",
-        ),
-        "profile": Param(
-            "fsfreeze",
-            type="string",
-            enum=["fsfreeze", "postgres", "mysql"],
-            title="Freeze profile",
-            description="fsfreeze: filesystems only; postgres: CHECKPOINT, then freeze; mysql: "
-            "FLUSH TABLES WITH READ LOCK held until the thaw.",
-        ),
-        "max_freeze_seconds": Param(
-            600,
-            type="integer",
-            minimum=10,
-            maximum=7200,
-            title="Longest freeze (seconds)",
-            description="Each VM's guardian thaws by itself after this long, whatever happens "
-            "to Airflow; the copy is then reported as not application-consistent.",
-        ),
+        **quiesce_params(),
         "delete_after_hours": Param(
             24,
             type="number",
@@ -110,7 +58,7 @@ with DAG(
         action="freeze",
         max_freeze_seconds="{{ params.max_freeze_seconds }}",
         retries=0,  # a failed freeze has thawed what it froze; nothing to retry
-        **QUIESCE,
+        **QUIESCE_FROM_PARAMS,
     )
     copy = LiveCloneOperator(
         task_id="copy",
@@ -135,7 +83,7 @@ with DAG(
         action="thaw",
         trigger_rule=TriggerRule.ALL_DONE,
         retry_delay=timedelta(seconds=5),
-        **QUIESCE,
+        **QUIESCE_FROM_PARAMS,
     )
 
     @task

@@ -36,17 +36,28 @@ def say(text: str = "") -> None:
 
 
 def main() -> int:
-    reason = lab.unavailable()
+    rootless = os.environ.get("DEMO_ROOTLESS") == "1"
+    reason = None if rootless else lab.unavailable()
     if reason:
-        say(f"The demo's VMs cannot run on this machine: {reason}.")
-        say("They need Linux and root (mount namespaces, loop devices, fsfreeze, sshd); as root,")
-        say("`make demo` installs the missing programs with apt. Nothing was run.")
-        return 2
+        say(f"Real frozen disks are not possible here: {reason}.")
+        rootless = True
+    if rootless:
+        reason = lab.unavailable(rootless=True)
+        if reason:
+            say(f"The demo's VMs cannot run on this machine either: {reason}. Nothing was run.")
+            return 2
     rate = float(os.environ.get("DEMO_FAULT_RATE", "0.1"))
-    with tempfile.TemporaryDirectory(prefix="skytap-demo-") as tmp, lab.Lab() as vms:
+    with tempfile.TemporaryDirectory(prefix="skytap-demo-") as tmp, lab.Lab(rootless) as vms:
         work = Path(tmp)
-        say(f"Lab: {len(vms.vms)} VMs, each an sshd in its own mount namespace with an ext4 disk")
-        say(f"at {lab.MOUNT} and a writer appending checksummed records (fsync each):")
+        if rootless:
+            say(f"Lab without root: {len(vms.vms)} VMs, each a plain directory holding a raw disk")
+            say(f"file and an sshd run as {vms.user}; a writer appends checksummed records to")
+            say("the disk (fsync each). Skipped: mount namespaces, loop-mounted ext4, fsfreeze")
+            say("and e2fsck (they need root). The DAG pauses each writer instead (profile app:")
+            say("kill -STOP before the clone, kill -CONT after it).")
+        else:
+            say(f"Lab: {len(vms.vms)} VMs, each an sshd in its own mount namespace with an ext4")
+            say(f"disk at {lab.MOUNT} and a writer appending checksummed records (fsync each):")
         for vm in vms.vms:
             say(f"   {vm.name}: ssh 127.0.0.1:{vm.port}, disk {vm.image.name}")
         seed_file = work / "seed.json"
@@ -79,7 +90,7 @@ def main() -> int:
                 },
             )
             airflow_cli.migrate(env)
-            ok = run_backup(env, work)
+            ok = run_backup(env, work, vms.quiesce_conf())
             state = sim.admin.state()
             requests = sim.admin.requests()
             sim.admin.clear_faults()
@@ -90,9 +101,9 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def run_backup(env: dict[str, str], work: Path) -> bool:
+def run_backup(env: dict[str, str], work: Path, quiesce: dict[str, Any]) -> bool:
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    conf = {"dr_regions": DR_REGIONS, "dr_poll_seconds": 1, "max_freeze_seconds": 120}
+    conf = {"dr_regions": DR_REGIONS, "dr_poll_seconds": 1, "max_freeze_seconds": 120} | quiesce
     say(f"$ airflow dags test {DAG_ID} {date} --conf '{json.dumps(conf)}'")
     started = time.monotonic()
     done = airflow_cli.dags_test(env, DAG_ID, date, conf)
@@ -166,12 +177,13 @@ def report(
         for vm in template["vms"]:
             checks.append((f"{template['region']} {vm['name']}", lab.check_image(vm["disk_image"])))
     say()
-    say("Every disk of every copy (e2fsck -n; each record's CRC and sequence):")
+    say("Every disk of every copy (ext4: e2fsck -n, the journal; each record's CRC and sequence;")
+    say("the commit point against the log):")
     for label, check in checks:
         say(f"   {label:<16} {check.verdict()}")
     consistent = bool(checks) and all(c.consistent for _, c in checks)
     say()
-    say("Control: the same clone without freezing (the writers kept writing):")
+    say("Control: the same clone without freezing or pausing (the writers kept writing):")
     for vm, check in zip(("app-1", "app-2", "db-1"), control, strict=False):
         say(f"   {vm:<16} {check.verdict()}")
     say()
