@@ -8,12 +8,14 @@ of those disks, checked afterwards the way the demo checks them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from demo import airflow_cli, lab
+from skytap_simulator.seed import default_seed
 from tests.conftest import Sim
 from tests.integration.helpers import api_requests
 from tests.system.conftest import ENV, skytap_conn
@@ -54,6 +56,13 @@ def states(env: dict[str, str], dag_id: str, date: str) -> dict[str, str]:
     }
 
 
+def result_of(env: dict[str, str], date: str, task_id: str) -> Any:
+    """What ``task_id`` returned in the backup run of ``date``."""
+    record = airflow_cli.run_record(env, BACKUP)
+    run_id = next(t["run_id"] for t in record["task_instances"] if t["logical_date"] == date)
+    return airflow_cli.results(record, run_id)[(task_id, -1)]
+
+
 def templates(sim: Sim, name: str) -> list[dict[str, Any]]:
     return [t for t in sim.admin.state()["templates"] if t["name"] == name and not t["deleted"]]
 
@@ -74,8 +83,7 @@ def test_the_backup_is_consistent_in_every_region_and_every_vm_was_thawed(
         for vm in template["vms"]:
             check = lab.check_image(vm["disk_image"])
             assert check.consistent, f"{template['region']} {vm['name']}: {check.verdict()}"
-    results = airflow_cli.results(airflow_cli.run_record(run_env, BACKUP))
-    thaw = results[("thaw", -1)]
+    thaw = result_of(run_env, "2026-11-20", "thaw")
     assert thaw["consistency"] == "application-consistent"
     assert len(thaw["hosts"]) == 3
     print(f"freeze window {thaw['freeze_window']['seconds']} s over 3 VMs (1 s copy)")
@@ -152,3 +160,38 @@ def test_the_reporting_copy_is_powered_on_and_deleted_after_the_hours(
         check = lab.check_image(vm["disk_image"])
         assert check.consistent, f"{vm['name']}: {check.verdict()}"
     assert result[("thaw", -1)]["consistency"] == "application-consistent"
+
+
+@pytest.fixture(scope="module")
+def rootless_vms() -> Iterator[lab.Lab]:
+    reason = lab.unavailable(rootless=True)
+    if reason:
+        pytest.skip(f"the rootless lab: {reason}")
+    with lab.Lab(rootless=True) as started:
+        yield started
+
+
+def test_without_root_the_backup_pauses_the_application_instead(
+    home: Path, sim: Sim, rootless_vms: lab.Lab
+) -> None:
+    # What make demo does on a machine without root (here as root, the same code path):
+    # plain directories, raw disk files, profile app pausing each writer.
+    sim.admin.reset(rootless_vms.seed(default_seed(), ENV))
+    sim.admin.config(copy_seconds=1, region_copy_seconds=1, delete_seconds=0.2)
+    env = airflow_cli.airflow_env(
+        home, {"skytap_default": skytap_conn(sim), "skytap_vm_ssh": rootless_vms.ssh_connection()}
+    )
+    try:
+        ok, out = run(env, BACKUP, "2026-11-19", dr_regions=["EMEA"], **rootless_vms.quiesce_conf())
+        paused = rootless_vms.frozen()
+    finally:
+        rootless_vms.thaw_all()
+    assert ok, out[-5000:]
+    assert paused == [], f"left paused: {paused}"
+    copies = templates(sim, backup_name("2026-11-19"))
+    assert sorted(t["region"] for t in copies) == ["EMEA", "US-West"]
+    for template in copies:
+        for vm in template["vms"]:
+            check = lab.check_image(vm["disk_image"])
+            assert not check.filesystem and check.consistent, check.verdict()
+    assert result_of(env, "2026-11-19", "thaw")["consistency"] == "application-consistent"
