@@ -90,7 +90,7 @@ def main() -> int:
                 },
             )
             airflow_cli.migrate(env)
-            ok = run_backup(env, work, vms.quiesce_conf())
+            ok = run_backup(env, vms.quiesce_conf())
             state = sim.admin.state()
             requests = sim.admin.requests()
             sim.admin.clear_faults()
@@ -101,14 +101,17 @@ def main() -> int:
     return 0 if ok else 1
 
 
-def run_backup(env: dict[str, str], work: Path, quiesce: dict[str, Any]) -> bool:
+def run_backup(env: dict[str, str], quiesce: dict[str, Any]) -> bool:
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     conf = {"dr_regions": DR_REGIONS, "dr_poll_seconds": 1, "max_freeze_seconds": 120} | quiesce
     say(f"$ airflow dags test {DAG_ID} {date} --conf '{json.dumps(conf)}'")
     started = time.monotonic()
     done = airflow_cli.dags_test(env, DAG_ID, date, conf)
-    log = work.parent / f"skytap-demo-{DAG_ID}.log"
-    log.write_text(done.stdout + done.stderr)
+    # Kept after the demo (the rest of its files go): Airflow's whole output of the run.
+    fd, name = tempfile.mkstemp(prefix=f"skytap-demo-{DAG_ID}-", suffix=".log")
+    log = Path(name)
+    with os.fdopen(fd, "w") as out:
+        out.write(done.stdout + done.stderr)
     ok = airflow_cli.succeeded(done)
     say(
         f"   run {'succeeded' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s "

@@ -396,14 +396,21 @@ def guardian_pids() -> list[int]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _guardian_records() -> Iterator[None]:
-    """Remove the guardian records (in /run/skytap-quiesce) this session made, once done."""
+    """Remove the guardian records (in /run/skytap-quiesce) this session made, once done.
+
+    Only this session's (first mount under its workdir): another run on this machine may be
+    between its freeze and its thaw, and its thaw needs its record.
+    """
     state = Path("/run/skytap-quiesce")
     before = set(state.iterdir()) if state.is_dir() else set()
     yield
-    if state.is_dir():
+    if state.is_dir() and _SESSION_ROOT:
+        root = str(_SESSION_ROOT[0]) + "/"
         for path in set(state.iterdir()) - before:
-            if path.name != "lib" and (path / "result").exists():
-                shutil.rmtree(path, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                ours = (path / "mount.1").read_text().startswith(root)
+                if path.name != "lib" and ours and (path / "result").exists():
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -76,6 +76,10 @@ FAST_SETTINGS = {
 }
 
 
+# [database] sql_alchemy_connect_args for every component (imported by its dotted path).
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60}
+
+
 class AirflowStackError(RuntimeError):
     """The stack could not start, or the REST API answered with an error."""
 
@@ -232,6 +236,9 @@ class AirflowStack:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            # Four components and the tasks write to one SQLite file: wait for its lock up to
+            # 60 s instead of pysqlite's 5 s (a busy machine made the api-server answer 500).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
             "AIRFLOW__CORE__FERNET_KEY": fernet_key,
             # One secret for every component: the scheduler signs the tokens tasks present
             # to the api-server's execution API, and the api-server checks them.
@@ -252,6 +259,10 @@ class AirflowStack:
         if fast:
             env |= FAST_SETTINGS
         env |= extra
+        # Every component imports SQLITE_CONNECT_ARGS from this module.
+        repo = str(Path(__file__).resolve().parents[2])
+        paths = env.get("PYTHONPATH", "").split(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([repo, *(p for p in paths if p and p != repo)])
         return env
 
     @property
@@ -448,8 +459,12 @@ class AirflowStack:
                 continue
             if answer.is_success:
                 return answer.json() if answer.content else None
+            detail = ""
+            if answer.status_code >= 500:  # the api-server's traceback says why
+                detail = "\napi-server log:\n" + _tail(self.log_path("api-server"), 40)
             raise AirflowStackError(
-                f"{method} {path} answered {answer.status_code}: " + self.redact(answer.text[:2000])
+                f"{method} {path} answered {answer.status_code}: "
+                + self.redact(answer.text[:2000] + detail)
             )
         raise AssertionError("unreachable")
 
