@@ -33,14 +33,9 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule, task
 
-from airflow_provider_skytap.operators.clone import (
-    CopyTemplateToRegionOperator,
-    LiveCloneOperator,
-)
-from airflow_provider_skytap.operators.quiesce import QuiesceOperator
+from airflow_provider_skytap.frozen_copy import frozen_copy, quiesce_params
+from airflow_provider_skytap.operators.clone import CopyTemplateToRegionOperator
 from airflow_provider_skytap.operators.retention import PruneBackupsOperator
-from airflow_provider_skytap.params import QUIESCE_FROM_PARAMS, quiesce_params
-from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
 
 # Nightly at 02:00 UTC: the one place the schedule is set.
 SCHEDULE = "0 2 * * *"
@@ -89,38 +84,7 @@ with DAG(
         ),
     },
 ) as dag:
-    freeze = QuiesceOperator(
-        task_id="freeze",
-        action="freeze",
-        max_freeze_seconds="{{ params.max_freeze_seconds }}",
-        retries=0,  # a failed freeze has thawed what it froze; the run fails, nothing to retry
-        **QUIESCE_FROM_PARAMS,
-    )
-    clone = LiveCloneOperator(
-        task_id="clone",
-        environment_id="{{ params.environment_id }}",
-        target="template",
-        wait_for_completion=False,
-        retry_delay=timedelta(seconds=5),  # the VMs are frozen: retry at once
-    )
-    wait_for_clone = CloneCompleteSensor(
-        task_id="wait_for_clone",
-        resource_id=clone.output["id"],
-        kind=clone.output["kind"],
-        poke_interval=2,
-        max_poll_interval=5,
-        mode="poke",
-        deferrable=False,
-        timeout=4 * 3600,
-        retry_delay=timedelta(seconds=5),
-    )
-    thaw = QuiesceOperator(
-        task_id="thaw",
-        action="thaw",
-        trigger_rule=TriggerRule.ALL_DONE,
-        retry_delay=timedelta(seconds=5),
-        **QUIESCE_FROM_PARAMS,
-    )
+    chain = frozen_copy(target="template", copy_task_id="clone", wait_task_id="wait_for_clone")
 
     @task
     def dr_regions(params: dict[str, Any]) -> list[str]:
@@ -130,7 +94,7 @@ with DAG(
     regions = dr_regions()
     copy_to_dr = CopyTemplateToRegionOperator.partial(
         task_id="copy_to_dr",
-        template_id=clone.output["id"],
+        template_id=chain.copy.output["id"],
         deferrable=True,
         poll_interval="{{ params.dr_poll_seconds }}",
         max_poll_interval="{{ params.dr_poll_seconds * 10 }}",
@@ -143,5 +107,4 @@ with DAG(
         trigger_rule=TriggerRule.NONE_FAILED,
     )
 
-    freeze >> clone >> wait_for_clone >> thaw
-    [wait_for_clone, thaw] >> regions >> copy_to_dr >> prune
+    [chain.wait, chain.thaw] >> regions >> copy_to_dr >> prune

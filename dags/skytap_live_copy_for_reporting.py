@@ -20,13 +20,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.providers.standard.sensors.date_time import DateTimeSensorAsync
-from airflow.sdk import DAG, Param, TriggerRule, task
+from airflow.sdk import DAG, Param, task
 
+from airflow_provider_skytap.frozen_copy import frozen_copy, quiesce_params
 from airflow_provider_skytap.hooks.skytap import SkytapHook
-from airflow_provider_skytap.operators.clone import LiveCloneOperator
-from airflow_provider_skytap.operators.quiesce import QuiesceOperator
-from airflow_provider_skytap.params import QUIESCE_FROM_PARAMS, quiesce_params
-from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
 
 log = logging.getLogger(__name__)
 
@@ -53,38 +50,7 @@ with DAG(
         ),
     },
 ) as dag:
-    freeze = QuiesceOperator(
-        task_id="freeze",
-        action="freeze",
-        max_freeze_seconds="{{ params.max_freeze_seconds }}",
-        retries=0,  # a failed freeze has thawed what it froze; nothing to retry
-        **QUIESCE_FROM_PARAMS,
-    )
-    copy = LiveCloneOperator(
-        task_id="copy",
-        environment_id="{{ params.environment_id }}",
-        target="environment",
-        wait_for_completion=False,
-        retry_delay=timedelta(seconds=5),  # the VMs are frozen: retry at once
-    )
-    wait_for_copy = CloneCompleteSensor(
-        task_id="wait_for_copy",
-        resource_id=copy.output["id"],
-        kind="environment",
-        poke_interval=2,
-        max_poll_interval=5,
-        mode="poke",
-        deferrable=False,
-        timeout=4 * 3600,
-        retry_delay=timedelta(seconds=5),
-    )
-    thaw = QuiesceOperator(
-        task_id="thaw",
-        action="thaw",
-        trigger_rule=TriggerRule.ALL_DONE,
-        retry_delay=timedelta(seconds=5),
-        **QUIESCE_FROM_PARAMS,
-    )
+    chain = frozen_copy(target="environment", copy_task_id="copy", wait_task_id="wait_for_copy")
 
     @task
     def power_on(environment_id: str) -> dict[str, Any]:
@@ -113,8 +79,8 @@ with DAG(
         """Delete the copy (answers False if someone already deleted it)."""
         return SkytapHook().delete("environment", environment_id)
 
-    on = power_on(copy.output["id"])
+    on = power_on(chain.copy.output["id"])
     at = delete_at()
     wait_hours = DateTimeSensorAsync(task_id="wait_hours", target_time=at)
-    freeze >> copy >> wait_for_copy >> thaw
-    [wait_for_copy, thaw] >> on >> delete_later() >> at >> wait_hours >> delete(copy.output["id"])
+    [chain.wait, chain.thaw] >> on >> delete_later() >> at >> wait_hours
+    wait_hours >> delete(chain.copy.output["id"])

@@ -1,22 +1,31 @@
-"""Trigger-form params for the freeze settings of a DAG that freezes a Skytap environment.
+"""Freeze, live copy, wait, thaw: the chain every consistent Skytap copy needs, and its params.
 
-``quiesce_params()`` gives the Params (each with a title, a description and a JSON-schema
-type, so the UI's Trigger form shows and checks them); ``QUIESCE_FROM_PARAMS`` gives both
-QuiesceOperator tasks (freeze and thaw) the same values from them, templated::
+``frozen_copy()`` adds the four tasks to the DAG being defined, wired the one safe way::
+
+    freeze -> copy -> wait -> thaw (trigger_rule all_done)
+
+and answers them, so a DAG goes on from ``[chain.wait, chain.thaw]``: whatever follows runs
+only when the copy completed *and* the VMs were thawed, and a failed copy still fails the run
+(put the DAG's leaves downstream of ``chain.wait``). ``quiesce_params()`` gives the trigger-form
+Params it reads (each with a title, a description and a JSON-schema type)::
 
     with DAG(..., params=quiesce_params(), render_template_as_native_obj=True):
-        freeze = QuiesceOperator(task_id="freeze", action="freeze",
-                                 max_freeze_seconds="{{ params.max_freeze_seconds }}",
-                                 **QUIESCE_FROM_PARAMS)
+        chain = frozen_copy(target="template")
+        [chain.wait, chain.thaw] >> copy_to_dr
 
 ``render_template_as_native_obj=True`` is needed: lists and mappings stay lists and mappings.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from typing import Any, NamedTuple
 
-from airflow.sdk import Param
+from airflow.sdk import Param, TriggerRule, XComArg
+
+from airflow_provider_skytap.operators.clone import LiveCloneOperator
+from airflow_provider_skytap.operators.quiesce import QuiesceOperator
+from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
 
 # QuiesceOperator keyword -> the template reading it from the params below.
 QUIESCE_FROM_PARAMS: dict[str, Any] = {
@@ -110,3 +119,69 @@ def quiesce_params(
             section="Advanced",
         ),
     }
+
+
+class FrozenCopy(NamedTuple):
+    """The four tasks of :func:`frozen_copy`."""
+
+    freeze: QuiesceOperator
+    copy: LiveCloneOperator
+    wait: CloneCompleteSensor
+    thaw: QuiesceOperator
+
+
+def frozen_copy(
+    *,
+    target: str = "template",
+    copy_task_id: str = "clone",
+    wait_task_id: str = "wait_for_clone",
+) -> FrozenCopy:
+    """Add freeze -> copy -> wait -> thaw to the DAG being defined (settings from its params).
+
+    - ``freeze`` never retries: a failed freeze has thawed what it froze.
+    - the copy (:class:`LiveCloneOperator`, ``target`` template or environment) retries after
+      5 s, not the DAG's delay: the VMs are frozen meanwhile.
+    - ``wait`` pokes every 2 s backing off to 5 s instead of deferring: a deferral's round trip
+      through the triggerer and the scheduler would be downtime.
+    - ``thaw`` runs whatever happened upstream (``all_done``) and fails when a guardian had to
+      thaw first (the copy is then not application-consistent).
+
+    :param target: ``"template"`` (a backup) or ``"environment"`` (a running copy)
+    :param copy_task_id: the copy task's id
+    :param wait_task_id: the wait task's id
+    """
+    freeze = QuiesceOperator(
+        task_id="freeze",
+        action="freeze",
+        max_freeze_seconds="{{ params.max_freeze_seconds }}",
+        retries=0,
+        **QUIESCE_FROM_PARAMS,
+    )
+    copy = LiveCloneOperator(
+        task_id=copy_task_id,
+        environment_id="{{ params.environment_id }}",
+        target=target,
+        wait_for_completion=False,
+        retry_delay=timedelta(seconds=5),
+    )
+    copy_id: Any = XComArg(copy, key="id")  # the copy's id, pushed as its own XCom
+    wait = CloneCompleteSensor(
+        task_id=wait_task_id,
+        resource_id=copy_id,
+        kind=target,
+        poke_interval=2,
+        max_poll_interval=5,
+        mode="poke",
+        deferrable=False,
+        timeout=4 * 3600,
+        retry_delay=timedelta(seconds=5),
+    )
+    thaw = QuiesceOperator(
+        task_id="thaw",
+        action="thaw",
+        trigger_rule=TriggerRule.ALL_DONE,
+        retry_delay=timedelta(seconds=5),
+        **QUIESCE_FROM_PARAMS,
+    )
+    freeze >> copy >> wait >> thaw
+    return FrozenCopy(freeze, copy, wait, thaw)
