@@ -237,7 +237,7 @@ class AirflowStack:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
             # Four components and the tasks write to one SQLite file: wait for its lock up to
-            # 60 s instead of pysqlite's 5 s (a busy machine made the api-server answer 500).
+            # 60 s instead of pysqlite's 5 s.
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
             "AIRFLOW__CORE__FERNET_KEY": fernet_key,
             # One secret for every component: the scheduler signs the tokens tasks present
@@ -449,24 +449,50 @@ class AirflowStack:
         return self._token
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One authenticated REST call; the decoded JSON answer, or AirflowStackError."""
+        """One authenticated REST call; the decoded JSON answer, or AirflowStackError.
+
+        A 500 from SQLite's "database is locked" is asked again (at most 3 times, each said):
+        the api-server's transaction was rolled back, and with four components writing one
+        SQLite file a write can find the lock taken at once, whatever the busy timeout.
+        """
         extra_headers = kwargs.pop("headers", {})
-        for attempt in (1, 2):
+        renewed, locked = False, 0
+        while True:
             headers = {**extra_headers, "Authorization": f"Bearer {self.token()}"}
+            log_size = self._log_size("api-server")
             answer = self._http.request(method, path, headers=headers, **kwargs)
-            if answer.status_code == 401 and attempt == 1:
-                self._token = None
+            if answer.status_code == 401 and not renewed:
+                self._token, renewed = None, True
                 continue
             if answer.is_success:
                 return answer.json() if answer.content else None
             detail = ""
             if answer.status_code >= 500:  # the api-server's traceback says why
-                detail = "\napi-server log:\n" + _tail(self.log_path("api-server"), 40)
+                new_log = self._log_since("api-server", log_size)
+                if "database is locked" in new_log and locked < 3:
+                    locked += 1
+                    print(f"airflow: {method} {path}: SQLite was locked; asking again ({locked})")
+                    time.sleep(1)
+                    continue
+                detail = "\napi-server log:\n" + "\n".join(new_log.splitlines()[-40:])
             raise AirflowStackError(
                 f"{method} {path} answered {answer.status_code}: "
                 + self.redact(answer.text[:2000] + detail)
             )
-        raise AssertionError("unreachable")
+
+    def _log_size(self, component: str) -> int:
+        path = self.log_path(component)
+        return path.stat().st_size if path.exists() else 0
+
+    def _log_since(self, component: str, offset: int) -> str:
+        """What ``component`` logged after ``offset`` (given a moment to flush)."""
+        time.sleep(0.2)
+        path = self.log_path(component)
+        if not path.exists():
+            return ""
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def wait_for_dag(self, dag_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """Until the dag-processor has parsed ``dag_id``; fails at once on its import error."""

@@ -102,16 +102,19 @@ def test_a_backfill_makes_one_backup_per_date_and_again_makes_none(
         }
         made = airflow.request("POST", "/api/v2/backfills", json=body)
         deadline = time.monotonic() + 400
-        while not airflow.request("GET", f"/api/v2/backfills/{made['id']}")["completed_at"]:
+        while True:
+            done = airflow.request("GET", f"/api/v2/backfills/{made['id']}")["completed_at"]
+            runs = [
+                r
+                for r in airflow.request(
+                    "GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100}
+                )["dag_runs"]
+                if r["run_type"] == "backfill"
+            ]
+            if done and all(r["state"] in ("success", "failed") for r in runs):
+                break
             assert time.monotonic() < deadline, "the backfill did not complete in 400 s"
             time.sleep(2)
-        runs = [
-            r
-            for r in airflow.request(
-                "GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100}
-            )["dag_runs"]
-            if r["run_type"] == "backfill"
-        ]
         for r in runs:
             if r["state"] != "success":
                 show_failures(airflow, r["dag_run_id"])
