@@ -215,12 +215,6 @@ class LabVM:
                     found.append(int(proc.name))
         return found
 
-    def is_frozen(self, within: float = 0.5) -> bool:
-        """Whether the writer made no progress for ``within`` seconds (it blocks when frozen)."""
-        before = self.records()
-        time.sleep(within)
-        return self.records() == before
-
 
 @dataclass
 class Lab:
