@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 UV := $(shell command -v uv 2>/dev/null)
 
-.PHONY: test lint demo venv constraints clean system-deps
+.PHONY: test lint demo bench venv constraints clean system-deps
 
 $(BIN)/python:
 	scripts/bootstrap.sh $(VENV) $(PYTHON)
@@ -38,6 +38,12 @@ test: system-deps lint
 # The demo's VMs need sshd and the freeze tools: installed with apt when root and missing.
 demo: system-deps $(STAMP)
 	$(BIN)/python -m demo
+
+# Benchmarks and the reliability soak (bench/): BENCH="fanout soak" runs only those; every run
+# rewrites bench/REPORT.md from the sections in bench/results/. Never part of `make test`.
+BENCH ?=
+bench: system-deps $(STAMP)
+	$(BIN)/python -m bench $(BENCH)
 
 # Regenerate constraints.txt from the current environment (after a deliberate upgrade).
 constraints: $(STAMP)
