@@ -288,6 +288,31 @@ def dead_controller(lab: Any, config: dict[str, Any], token: str, wait: float) -
     return {"killed_after_freezing": seen, "waited_s": wait, "still_frozen": len(stuck)}
 
 
+def already_frozen(lab: Any, config: dict[str, Any], token: str, poll: float) -> dict[str, Any]:
+    """One VM (the middle one) frozen by someone else beforehand: what each side leaves frozen."""
+    from airflow_provider_skytap.operators.quiesce import QuiesceError
+
+    victim = lab.vms[len(lab.vms) // 2]
+    out: dict[str, Any] = {"pre_frozen": victim.name}
+    for side in ("theirs", "ours"):
+        victim.in_vm("fsfreeze", "-f", MOUNT)
+        try:
+            if side == "theirs":
+                seed_controller(config, token)
+            else:
+                ours(len(lab.vms), poll)
+            error = "none"
+        except (RuntimeError, QuiesceError) as exc:
+            error = " ".join(str(exc).split())[:240]
+        try:
+            stuck = frozen_now(lab)
+        finally:
+            lab.thaw_all()
+            reap_probes()
+        out[side] = {"error": error, "left_frozen": len(stuck)}
+    return out
+
+
 def remove_records(gids: list[str]) -> None:
     """This run's finished guardian records (others' are left alone)."""
     import shutil
@@ -380,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         dead = dead_controller(lab, config, token, args.kill_wait)
+        busy = already_frozen(lab, config, token, args.poll)
         left = frozen_now(lab)
         lab.thaw_all()
         reap_probes()
@@ -440,9 +466,12 @@ What the seed's method lacks, measured: its controller killed (SIGKILL) once it 
 {dead["killed_after_freezing"]} VMs left **{dead["still_frozen"]} of {args.hosts} still frozen
 {dead["waited_s"]:g} s later** (and for as long as nobody thaws them; the harness thawed them).
 Ours arms a guardian on each VM first, which thaws at `max_freeze_seconds`, on a signal, or when
-its backstop sees it die (`tests/quiesce/test_guardian_kill.py`). It has no preflight either:
-it freezes whatever it is given, with no check that the mount exists, is a mount, or is not
-already frozen.
+its backstop sees it die (`tests/quiesce/test_guardian_kill.py`). No preflight: with
+{busy["pre_frozen"]}'s mount frozen beforehand by someone else, the seed's method stopped at it
+(`{busy["theirs"]["error"]}`) leaving **{busy["theirs"]["left_frozen"]} of {args.hosts} VMs
+frozen** (those it had frozen before it, and that one); ours failed in preflight
+(`{busy["ours"]["error"]}`) with {busy["ours"]["left_frozen"]} frozen (only that one, not ours to
+thaw).
 
 Whole run: {whole.seconds:.0f} s.
 """
@@ -455,6 +484,7 @@ Whole run: {whole.seconds:.0f} s.
         "sides": sides,
         "seconds_frozen_median": per_host,
         "dead_controller": dead,
+        "already_frozen": busy,
         "pairs": pairs,
     }
     print(body)
