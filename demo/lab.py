@@ -113,6 +113,7 @@ mount -t tmpfs -o size=1m,mode=755 skytap-lab /srv
 mkdir -p {mount}
 mount -o loop "$1" {mount}
 "$2" "$3" {mount}/{records} {mount}/{committed} "$4" </dev/null >/dev/null 2>&1 &
+[ -z "$6" ] || mount --bind /dev/null "$6"
 exec {sshd} -D -e -f "$5"
 """
 
@@ -222,12 +223,18 @@ class Lab:
 
     ``rootless``: without root, each VM is a plain directory holding a raw "disk" file, and an
     sshd run as this user; the application is paused and resumed (profile ``app``) instead of
-    its filesystem frozen.
+    its filesystem frozen. ``writer=False``: no application writes (benchmarks of many VMs on
+    few cores measure SSH and the freeze, not the writers' fsyncs); the root kind only.
+    ``plain_shell=True``: inside each VM, the login user's ``~/.bashrc`` reads as empty (bash
+    sources it for every command sshd runs; this machine's may do slow work, such as ``pyenv
+    init``, that a VM's would not); the root kind only.
     """
 
     rootless: bool = False
     vm_names: tuple[str, ...] = ("app-1", "app-2", "db-1")
     size_mb: int = 32
+    writer: bool = True
+    plain_shell: bool = False
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="skytap-lab-")))
     vms: list[LabVM] = field(default_factory=list)
     host_key: str = ""
@@ -290,10 +297,11 @@ class Lab:
                         boot,
                         "boot",
                         str(vm.image),
-                        sys.executable,
+                        sys.executable if self.writer else "true",
                         str(writer),
                         str(vm.writer_pidfile),
                         str(config),
+                        self._bashrc(),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -302,6 +310,13 @@ class Lab:
             self.vms.append(vm)
         for vm in self.vms:
             self._wait_up(vm)
+
+    def _bashrc(self) -> str:
+        """The login user's ~/.bashrc to mask in each VM (``plain_shell``), or ""."""
+        if not self.plain_shell:
+            return ""
+        bashrc = Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".bashrc"
+        return str(bashrc) if bashrc.is_file() else ""
 
     @property
     def user(self) -> str:
@@ -361,7 +376,7 @@ class Lab:
             ssh_up, address = False, ("127.0.0.1", vm.port)
             with contextlib.suppress(OSError), socket.create_connection(address, 1) as s:
                 ssh_up = s.recv(64).startswith(b"SSH-")
-            if ssh_up and vm.records() > 0:
+            if ssh_up and (vm.records() > 0 or not (self.writer or self.rootless)):
                 return
             if (vm.proc and vm.proc.poll() is not None) or time.monotonic() > deadline:
                 log = (self.root / f"{vm.name}.log").read_text(errors="replace")[-2000:]
