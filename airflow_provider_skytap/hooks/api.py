@@ -17,7 +17,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -349,6 +349,20 @@ def readiness(kind: Kind, resource: Mapping[str, Any]) -> Readiness:
         runstate = str(resource.get("runstate") or "unknown")
         return Readiness("busy" if runstate == "busy" else "ready", f"runstate {runstate}")
     return Readiness("busy" if resource.get("busy") else "ready", f"busy {resource.get('busy')}")
+
+
+def poll_pauses(first: float, longest: float) -> Iterator[float]:
+    """The pauses between the polls of one wait: ``first``, then 1.5x longer each time, up to
+    ``longest``. Every poller of the provider (the hooks' waits, the trigger, the sensor's
+    pokes) waits this way, so a long copy costs tens of requests, not thousands.
+
+    :param first: the first pause, seconds (at least 0.05)
+    :param longest: the longest pause, seconds
+    """
+    pause = max(0.05, float(first))
+    while True:
+        yield pause
+        pause = min(float(longest), pause * 1.5)
 
 
 def describe(kind: Kind, resource_id: str, resource: Mapping[str, Any] | None = None) -> str:
@@ -887,7 +901,7 @@ class SkytapApi:
         every ``log_every`` seconds. ``done`` may raise to fail fast.
         """
         start = last_log = self.clock()
-        interval = max(0.05, poll_interval)
+        pauses = poll_pauses(poll_interval, max_poll_interval)
         while True:
             resource: dict[str, Any] | None
             missing: SkytapNotFoundError | None = None
@@ -907,8 +921,7 @@ class SkytapApi:
             if now - last_log >= log_every:
                 self.log.info("%s: still %s after %s", label, still, _ago(spent))
                 last_log = now
-            yield Sleep(min(interval, max(0.0, timeout - spent)))
-            interval = min(max_poll_interval, interval * 1.5)
+            yield Sleep(min(next(pauses), max(0.0, timeout - spent)))
 
 
 # --------------------------------------------------------------------------- helpers
