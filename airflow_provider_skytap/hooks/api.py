@@ -95,6 +95,11 @@ class SkytapAuthError(SkytapAPIError):
     """Skytap refused the credentials (HTTP 401/403)."""
 
 
+class SkytapBusyError(SkytapAPIError):
+    """Skytap refused because the resource or a copy's source is busy (423, or 409/422
+    saying busy), and the call was asked not to retry that (``retry_busy=False``)."""
+
+
 class SkytapResourceFailedError(SkytapError):
     """A copy, save or change ended with Skytap's ``error`` field filled in."""
 
@@ -176,6 +181,8 @@ class Verdict:
     #: the request may have been carried out although no success came back (POST only)
     ambiguous: bool = False
     retry_after: float | None = None
+    #: Skytap refused because the resource (or a copy's source) is busy: 423, 409/422 "busy"
+    busy: bool = False
 
 
 def error_messages(response: Response) -> list[str]:
@@ -223,12 +230,12 @@ def classify(request: Request, outcome: Response | TransportError) -> Verdict | 
     messages = error_messages(outcome)
     text = "; ".join(messages)
     if status == 423:
-        return Verdict(True, f"423 busy: {text}".rstrip(": "))
+        return Verdict(True, f"423 busy: {text}".rstrip(": "), busy=True)
     if status == 429:
         after = parse_retry_after(outcome.header("Retry-After"))
         return Verdict(True, "429 too many requests", retry_after=after)
     if status in (409, 422) and "busy" in text.lower():
-        return Verdict(True, f"{status} busy: {text}")
+        return Verdict(True, f"{status} busy: {text}", busy=True)
     if status >= 500:
         return Verdict(True, f"{status} {text}".strip(), ambiguous=is_post)
     return Verdict(False, text)
@@ -479,14 +486,20 @@ class SkytapApi:
     # ---- the retry loop: every call goes through here
 
     def call(
-        self, request: Request, recover: Callable[[], Plan[Any]] | None = None
+        self,
+        request: Request,
+        recover: Callable[[], Plan[Any]] | None = None,
+        *,
+        retry_busy: bool = True,
     ) -> Plan[tuple[Any, Response | None]]:
         """Send ``request`` until it succeeds, retrying what is worth retrying.
 
         Returns the decoded body and the response. When a POST may have been carried out
         without a success reaching us (timeout, dropped connection, 5xx), ``recover`` looks
         for what it would have created before the POST is sent again; if it finds it, that
-        is returned (with no response) instead of making a second copy.
+        is returned (with no response) instead of making a second copy. With ``retry_busy``
+        false, a busy answer raises :class:`SkytapBusyError` at once (for a caller that can
+        wait for the resource more cheaply, e.g. deferred, than by sending again).
         """
         start = self.clock()
         attempt = 0
@@ -500,6 +513,15 @@ class SkytapApi:
             if not verdict.retry:
                 assert isinstance(outcome, Response)
                 raise api_error(request, outcome)
+            if verdict.busy and not retry_busy:
+                assert isinstance(outcome, Response)
+                raise SkytapBusyError(
+                    request.action,
+                    outcome.status,
+                    error_messages(outcome),
+                    outcome.request_id,
+                    "busy; not retried",
+                )
             if verdict.ambiguous and recover is not None:
                 self.log.warning(
                     "%s: %s; it may have been carried out, looking for it before sending again",
@@ -649,7 +671,12 @@ class SkytapApi:
     # ---- creating copies (v1 writes), never twice
 
     def _create(
-        self, kind: Kind, body: dict[str, Any], action: str, region: str | None
+        self,
+        kind: Kind,
+        body: dict[str, Any],
+        action: str,
+        region: str | None,
+        retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """POST a copy so that a retry never makes a second one.
 
@@ -667,7 +694,7 @@ class SkytapApi:
             return max(fresh, key=_numeric_id) if fresh else None
 
         request = Request("POST", f"/{_COLLECTION[kind]}", action, body=body)
-        data, _ = yield from self.call(request, recover=recover)
+        data, _ = yield from self.call(request, recover=recover, retry_busy=retry_busy)
         made = describe(kind, str(data.get("id")), data)
         self.log.info("%s: made %s", action, made)
         if data.get("name") != name:
@@ -688,11 +715,13 @@ class SkytapApi:
         vm_ids: Iterable[Any] | None = None,
         target_region: str | None = None,
         live_copy: bool | None = None,
+        retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """Copy an environment (in its region, or to ``target_region``); answers the copy.
 
         ``live_copy`` is sent only when given: Skytap copies a running environment live by
         default on accounts with live clone, and documents the flag for region copies.
+        ``retry_busy`` false: a busy source raises :class:`SkytapBusyError` at once.
         """
         eid = check_id(environment_id, "environment_id")
         name = check_name(name) if name is not None else default_copy_name("environment", eid)
@@ -705,11 +734,16 @@ class SkytapApi:
         if live_copy is not None:
             body["live_copy"] = bool(live_copy)
         action = f"copy environment {eid}" + (f" to {target_region}" if target_region else "")
-        result = yield from self._create("environment", body, action, target_region)
+        result = yield from self._create("environment", body, action, target_region, retry_busy)
         return result
 
     def save_as_template(
-        self, environment_id: Any, *, name: str | None = None, description: str | None = None
+        self,
+        environment_id: Any,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """Save an environment as a template (live on running environments); answers it."""
         eid = check_id(environment_id, "environment_id")
@@ -718,7 +752,7 @@ class SkytapApi:
         if description is not None:
             body["description"] = str(description)
         result = yield from self._create(
-            "template", body, f"save environment {eid} as a template", None
+            "template", body, f"save environment {eid} as a template", None, retry_busy
         )
         return result
 
@@ -730,6 +764,7 @@ class SkytapApi:
         target_region: str | None = None,
         live_copy: bool | None = None,
         vm_ids: Iterable[Any] | None = None,
+        retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """Copy a template, in its region or to ``target_region``; answers the new template."""
         tid = check_id(template_id, "template_id")
@@ -743,7 +778,7 @@ class SkytapApi:
         if ids is not None:
             body["vm_ids"] = ids
         action = f"copy template {tid}" + (f" to {target_region}" if target_region else "")
-        result = yield from self._create("template", body, action, target_region)
+        result = yield from self._create("template", body, action, target_region, retry_busy)
         return result
 
     # ---- changing and deleting

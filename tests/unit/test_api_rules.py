@@ -17,6 +17,7 @@ from airflow_provider_skytap.hooks.api import (
     SkytapApi,
     SkytapAPIError,
     SkytapAuthError,
+    SkytapBusyError,
     SkytapNotFoundError,
     Sleep,
     SshEndpoint,
@@ -292,3 +293,14 @@ def test_a_wait_backs_off_so_a_long_copy_costs_tens_of_requests(
     pauses = list(islice(poll_pauses(first, longest), 12))
     assert pauses[0] == first and max(pauses) == longest
     assert all(b == min(longest, a * 1.5) for a, b in pairwise(pauses))
+
+
+def test_a_call_told_not_to_retry_busy_raises_at_once_and_retries_the_rest() -> None:
+    busy = answer(423, b'{"error": "Template is busy"}')
+    plan = SkytapApi().call(POST, retry_busy=False)
+    assert next(plan) == POST
+    with pytest.raises(SkytapBusyError, match=r"^copy environment 1: HTTP 423: Template is busy"):
+        plan.send(busy)
+    plan = SkytapApi(policy=RetryPolicy(base=0.01, cap=0.01)).call(GET, retry_busy=False)
+    assert next(plan) == GET
+    assert isinstance(plan.send(answer(429, b"{}")), Sleep)  # a rate limit is still retried
