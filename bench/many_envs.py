@@ -250,9 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             f"({100 * statuses.get('429', 0) / max(1, requests):.0f}%) were turned away with "
             "429 and sent again after the hook's backoff (`Retry-After` as a floor, then "
             "doubling with jitter up to 30 s); a refused request costs Skytap's limiter "
-            "nothing, so they cost time only: the slowest backup's clone step "
-            f"({step_stats['clone'].get('max', 0):.0f} s) is a task that lost the race several "
-            "times in a row and waited out its growing backoff. "
+            "nothing, so they cost time only: the spread of the clone step "
+            f"({step_stats['clone'].get('min', 0):.0f} to {step_stats['clone'].get('max', 0):.0f}"
+            " s) is that backoff, as a request turned away several times in a row waits 1, 2, "
+            "4, ... up to 30 s before its next try. "
             + (
                 "No 423 was answered: each backup copies its own environment and template, and "
                 "every copy task reads its source and waits while it is busy before it POSTs. "
