@@ -628,7 +628,8 @@ and 3,597 for 3 h scaled (the model: 31, 301, 5,401). The sensor now pokes on th
 one pause series (`hooks/api.poll_pauses`: from `poke_interval`, 1.5x per poke, up to
 `max_poll_interval`), the same as the hooks' waits and the trigger.
 
-**Left as is:** at 2 s -> 5 s a 3 h wait still costs about 2,200 GETs. That wait runs while the
+**Left as is:** at 2 s -> 5 s a 3 h wait still costs about 2,200 GETs (the model; scaled,
+each poke's latency counts 100 times over and fewer were measured). That wait runs while the
 VMs are frozen, where every second is downtime, and the guardian thaws them after
 `max_freeze_seconds` (default 600) anyway; whether it should slow down past the freeze limit
 is for the freeze-window work. With 20 such waits at once on one API user (section 5) they
@@ -643,17 +644,19 @@ under this stack's scheduler (a worker's process title names the task instance i
 `<idle>` otherwise); other helpers' Airflows on this machine are not counted.
 
 **Goal:** no worker slot held while only deferred waits are pending. **Met** by the REST
-figure (no task instance running in any such sample). A worker shows busy in a few such
-samples for at most about a second: the worker's supervisor finishing a task that has just
-deferred (its state is already `deferred`), then idle for the rest of the wait.
+figure (no task instance running in any such sample). A worker can show busy in a sample
+taken just after a task deferred (its state is already `deferred` while the worker's
+supervisor finishes the task process); the table gives how many such samples there were and
+the longest stretch, after which the workers are idle for the rest of the wait.
 
 **Found and fixed (49ee8c2):** before the fix one `copy_to_dr` stayed `running` for 16 s of
 the 64 s run while its siblings were deferred: it had read the template while free, and its
 POST met the lock another region's copy had just taken; the hook re-sent the POST with
 backoff until the template was free, in a worker slot, for up to the connection's retry
 deadline (10 minutes by default; with region copies of hours that is the full 10 minutes
-and about 25 POSTs per region). A deferrable copy now asks the hook not to retry a busy
-answer (`retry_busy=False`, `SkytapBusyError`) and defers on the source at once; a
+and about 30 POSTs per region, by the retry policy's backoff). A deferrable copy now asks
+the hook not to retry a busy answer (`retry_busy=False`, `SkytapBusyError`) and defers on
+the source at once; a
 non-deferrable copy keeps retrying (in `frozen_copy` the VMs are frozen and a quick retry is
 what shortens the window)."""
 
