@@ -17,7 +17,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -93,6 +93,11 @@ class SkytapNotFoundError(SkytapAPIError):
 
 class SkytapAuthError(SkytapAPIError):
     """Skytap refused the credentials (HTTP 401/403)."""
+
+
+class SkytapBusyError(SkytapAPIError):
+    """Skytap refused because the resource or a copy's source is busy (423, or 409/422
+    saying busy), and the call was asked not to retry that (``retry_busy=False``)."""
 
 
 class SkytapResourceFailedError(SkytapError):
@@ -176,6 +181,8 @@ class Verdict:
     #: the request may have been carried out although no success came back (POST only)
     ambiguous: bool = False
     retry_after: float | None = None
+    #: Skytap refused because the resource (or a copy's source) is busy: 423, 409/422 "busy"
+    busy: bool = False
 
 
 def error_messages(response: Response) -> list[str]:
@@ -223,12 +230,12 @@ def classify(request: Request, outcome: Response | TransportError) -> Verdict | 
     messages = error_messages(outcome)
     text = "; ".join(messages)
     if status == 423:
-        return Verdict(True, f"423 busy: {text}".rstrip(": "))
+        return Verdict(True, f"423 busy: {text}".rstrip(": "), busy=True)
     if status == 429:
         after = parse_retry_after(outcome.header("Retry-After"))
         return Verdict(True, "429 too many requests", retry_after=after)
     if status in (409, 422) and "busy" in text.lower():
-        return Verdict(True, f"{status} busy: {text}")
+        return Verdict(True, f"{status} busy: {text}", busy=True)
     if status >= 500:
         return Verdict(True, f"{status} {text}".strip(), ambiguous=is_post)
     return Verdict(False, text)
@@ -351,6 +358,20 @@ def readiness(kind: Kind, resource: Mapping[str, Any]) -> Readiness:
     return Readiness("busy" if resource.get("busy") else "ready", f"busy {resource.get('busy')}")
 
 
+def poll_pauses(first: float, longest: float) -> Iterator[float]:
+    """The pauses between the polls of one wait: ``first``, then 1.5x longer each time, up to
+    ``longest``. Every poller of the provider (the hooks' waits, the trigger, the sensor's
+    pokes) waits this way, so a long copy costs tens of requests, not thousands.
+
+    :param first: the first pause, seconds (at least 0.05)
+    :param longest: the longest pause, seconds
+    """
+    pause = max(0.05, float(first))
+    while True:
+        yield pause
+        pause = min(float(longest), pause * 1.5)
+
+
 def describe(kind: Kind, resource_id: str, resource: Mapping[str, Any] | None = None) -> str:
     name = (resource or {}).get("name")
     return f"{kind} {resource_id}" + (f" ({name!r})" if name else "")
@@ -465,14 +486,20 @@ class SkytapApi:
     # ---- the retry loop: every call goes through here
 
     def call(
-        self, request: Request, recover: Callable[[], Plan[Any]] | None = None
+        self,
+        request: Request,
+        recover: Callable[[], Plan[Any]] | None = None,
+        *,
+        retry_busy: bool = True,
     ) -> Plan[tuple[Any, Response | None]]:
         """Send ``request`` until it succeeds, retrying what is worth retrying.
 
         Returns the decoded body and the response. When a POST may have been carried out
         without a success reaching us (timeout, dropped connection, 5xx), ``recover`` looks
         for what it would have created before the POST is sent again; if it finds it, that
-        is returned (with no response) instead of making a second copy.
+        is returned (with no response) instead of making a second copy. With ``retry_busy``
+        false, a busy answer raises :class:`SkytapBusyError` at once (for a caller that can
+        wait for the resource more cheaply, e.g. deferred, than by sending again).
         """
         start = self.clock()
         attempt = 0
@@ -486,6 +513,15 @@ class SkytapApi:
             if not verdict.retry:
                 assert isinstance(outcome, Response)
                 raise api_error(request, outcome)
+            if verdict.busy and not retry_busy:
+                assert isinstance(outcome, Response)
+                raise SkytapBusyError(
+                    request.action,
+                    outcome.status,
+                    error_messages(outcome),
+                    outcome.request_id,
+                    "busy; not retried",
+                )
             if verdict.ambiguous and recover is not None:
                 self.log.warning(
                     "%s: %s; it may have been carried out, looking for it before sending again",
@@ -635,7 +671,12 @@ class SkytapApi:
     # ---- creating copies (v1 writes), never twice
 
     def _create(
-        self, kind: Kind, body: dict[str, Any], action: str, region: str | None
+        self,
+        kind: Kind,
+        body: dict[str, Any],
+        action: str,
+        region: str | None,
+        retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """POST a copy so that a retry never makes a second one.
 
@@ -653,7 +694,7 @@ class SkytapApi:
             return max(fresh, key=_numeric_id) if fresh else None
 
         request = Request("POST", f"/{_COLLECTION[kind]}", action, body=body)
-        data, _ = yield from self.call(request, recover=recover)
+        data, _ = yield from self.call(request, recover=recover, retry_busy=retry_busy)
         made = describe(kind, str(data.get("id")), data)
         self.log.info("%s: made %s", action, made)
         if data.get("name") != name:
@@ -674,11 +715,13 @@ class SkytapApi:
         vm_ids: Iterable[Any] | None = None,
         target_region: str | None = None,
         live_copy: bool | None = None,
+        retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """Copy an environment (in its region, or to ``target_region``); answers the copy.
 
         ``live_copy`` is sent only when given: Skytap copies a running environment live by
         default on accounts with live clone, and documents the flag for region copies.
+        ``retry_busy`` false: a busy source raises :class:`SkytapBusyError` at once.
         """
         eid = check_id(environment_id, "environment_id")
         name = check_name(name) if name is not None else default_copy_name("environment", eid)
@@ -691,11 +734,16 @@ class SkytapApi:
         if live_copy is not None:
             body["live_copy"] = bool(live_copy)
         action = f"copy environment {eid}" + (f" to {target_region}" if target_region else "")
-        result = yield from self._create("environment", body, action, target_region)
+        result = yield from self._create("environment", body, action, target_region, retry_busy)
         return result
 
     def save_as_template(
-        self, environment_id: Any, *, name: str | None = None, description: str | None = None
+        self,
+        environment_id: Any,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """Save an environment as a template (live on running environments); answers it."""
         eid = check_id(environment_id, "environment_id")
@@ -704,7 +752,7 @@ class SkytapApi:
         if description is not None:
             body["description"] = str(description)
         result = yield from self._create(
-            "template", body, f"save environment {eid} as a template", None
+            "template", body, f"save environment {eid} as a template", None, retry_busy
         )
         return result
 
@@ -716,6 +764,7 @@ class SkytapApi:
         target_region: str | None = None,
         live_copy: bool | None = None,
         vm_ids: Iterable[Any] | None = None,
+        retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """Copy a template, in its region or to ``target_region``; answers the new template."""
         tid = check_id(template_id, "template_id")
@@ -729,7 +778,7 @@ class SkytapApi:
         if ids is not None:
             body["vm_ids"] = ids
         action = f"copy template {tid}" + (f" to {target_region}" if target_region else "")
-        result = yield from self._create("template", body, action, target_region)
+        result = yield from self._create("template", body, action, target_region, retry_busy)
         return result
 
     # ---- changing and deleting
@@ -887,7 +936,7 @@ class SkytapApi:
         every ``log_every`` seconds. ``done`` may raise to fail fast.
         """
         start = last_log = self.clock()
-        interval = max(0.05, poll_interval)
+        pauses = poll_pauses(poll_interval, max_poll_interval)
         while True:
             resource: dict[str, Any] | None
             missing: SkytapNotFoundError | None = None
@@ -907,8 +956,7 @@ class SkytapApi:
             if now - last_log >= log_every:
                 self.log.info("%s: still %s after %s", label, still, _ago(spent))
                 last_log = now
-            yield Sleep(min(interval, max(0.0, timeout - spent)))
-            interval = min(max_poll_interval, interval * 1.5)
+            yield Sleep(min(next(pauses), max(0.0, timeout - spent)))
 
 
 # --------------------------------------------------------------------------- helpers

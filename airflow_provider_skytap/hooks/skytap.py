@@ -15,10 +15,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-import requests
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
-from requests.adapters import HTTPAdapter
 
 from airflow_provider_skytap.hooks.api import (
     DEFAULT_BASE_URL,
@@ -30,6 +28,7 @@ from airflow_provider_skytap.hooks.api import (
     SkytapApi,
     SkytapAPIError,
     SkytapAuthError,
+    SkytapBusyError,
     SkytapError,
     SkytapNotFoundError,
     SkytapResourceFailedError,
@@ -42,13 +41,18 @@ from airflow_provider_skytap.hooks.api import (
 )
 
 if TYPE_CHECKING:
+    import requests
     from airflow.sdk import Connection
+
+# ``requests`` (with urllib3) is imported when the sync hook first talks to Skytap, not when
+# a DAG file that uses an operator is parsed (bench/results/parse_import.md).
 
 __all__ = [
     "ConnectionSettings",
     "SkytapAPIError",
     "SkytapAsyncHook",
     "SkytapAuthError",
+    "SkytapBusyError",
     "SkytapError",
     "SkytapHook",
     "SkytapNotFoundError",
@@ -188,6 +192,9 @@ class SkytapHook(_SkytapHookBase):
 
     @cached_property
     def _session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
         session = requests.Session()
         session.auth = (self.settings.login, self.settings.token)
         session.verify = self.settings.verify_ssl
@@ -224,6 +231,8 @@ class SkytapHook(_SkytapHookBase):
             return done.value
 
     def _send(self, request: Request) -> Response | TransportError:
+        import requests
+
         timeout = self.settings.timeout
         try:
             answer = self.get_conn().request(
@@ -306,11 +315,14 @@ class SkytapHook(_SkytapHookBase):
         vm_ids: Iterable[Any] | None = None,
         target_region: str | None = None,
         live_copy: bool | None = None,
+        retry_busy: bool = True,
     ) -> dict[str, Any]:
         """Copy an environment (live when running), in its region or to ``target_region``.
 
         Answers the new environment, still busy: follow with :meth:`wait_until_ready`.
         ``live_copy`` is sent only when given (Skytap's default applies otherwise).
+        ``retry_busy`` false: a busy source raises :class:`SkytapBusyError` at once instead
+        of being retried until the retry deadline.
         """
         plan = self.api.copy_environment(
             environment_id,
@@ -318,14 +330,25 @@ class SkytapHook(_SkytapHookBase):
             vm_ids=vm_ids,
             target_region=target_region,
             live_copy=live_copy,
+            retry_busy=retry_busy,
         )
         return self.run(plan)
 
     def save_as_template(
-        self, environment_id: Any, *, name: str | None = None, description: str | None = None
+        self,
+        environment_id: Any,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        retry_busy: bool = True,
     ) -> dict[str, Any]:
-        """Save an environment as a template; answers the new template, still busy."""
-        plan = self.api.save_as_template(environment_id, name=name, description=description)
+        """Save an environment as a template; answers the new template, still busy.
+
+        ``retry_busy`` false: a busy source raises :class:`SkytapBusyError` at once.
+        """
+        plan = self.api.save_as_template(
+            environment_id, name=name, description=description, retry_busy=retry_busy
+        )
         return self.run(plan)
 
     def copy_template(
@@ -336,10 +359,20 @@ class SkytapHook(_SkytapHookBase):
         target_region: str | None = None,
         live_copy: bool | None = None,
         vm_ids: Iterable[Any] | None = None,
+        retry_busy: bool = True,
     ) -> dict[str, Any]:
-        """Copy a template, in its region or to ``target_region``; answers it, still busy."""
+        """Copy a template, in its region or to ``target_region``; answers it, still busy.
+
+        ``retry_busy`` false: a template busy with another copy (another region's, say)
+        raises :class:`SkytapBusyError` at once instead of being retried until the deadline.
+        """
         plan = self.api.copy_template(
-            template_id, name=name, target_region=target_region, live_copy=live_copy, vm_ids=vm_ids
+            template_id,
+            name=name,
+            target_region=target_region,
+            live_copy=live_copy,
+            vm_ids=vm_ids,
+            retry_busy=retry_busy,
         )
         return self.run(plan)
 

@@ -35,6 +35,7 @@ from airflow_provider_skytap.hooks.api import (
 )
 from airflow_provider_skytap.hooks.skytap import (
     SkytapAPIError,
+    SkytapBusyError,
     SkytapError,
     SkytapHook,
     SkytapResourceFailedError,
@@ -174,10 +175,11 @@ class _SkytapCopyOperator(BaseOperator):
                 try:
                     made = self._create(target)
                 except SkytapAPIError as err:
-                    if err.status != 423:
+                    if err.status != 423 and not isinstance(err, SkytapBusyError):
                         raise
-                    # Busy or locked by another copy (another DR region, say) past the
-                    # hook's retry deadline: wait for the source, then look again.
+                    # Busy or locked by another copy (another DR region, say): when
+                    # deferrable at once (no worker slot spent sending the copy again),
+                    # else past the hook's retry deadline. Wait for the source, look again.
                     self._wait_for_source(source_id, deadline, str(err))
                     continue
             break
@@ -461,8 +463,12 @@ class LiveCloneOperator(_SkytapCopyOperator):
     def _create(self, target: _Target) -> dict[str, Any]:
         eid = self._source_id()
         if target.kind == "template":
-            return self.hook.save_as_template(eid, name=target.name, description=self.description)
-        return self.hook.copy_environment(eid, name=target.name, vm_ids=self.vm_ids)
+            return self.hook.save_as_template(
+                eid, name=target.name, description=self.description, retry_busy=not self.deferrable
+            )
+        return self.hook.copy_environment(
+            eid, name=target.name, vm_ids=self.vm_ids, retry_busy=not self.deferrable
+        )
 
 
 class CopyTemplateToRegionOperator(_SkytapCopyOperator):
@@ -563,7 +569,10 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
 
     def _create(self, target: _Target) -> dict[str, Any]:
         return self.hook.copy_template(
-            self._source_id(), name=target.name, target_region=target.region
+            self._source_id(),
+            name=target.name,
+            target_region=target.region,
+            retry_busy=not self.deferrable,
         )
 
 

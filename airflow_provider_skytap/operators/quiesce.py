@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
@@ -20,6 +19,7 @@ from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.quiesce import commands as qc
 
 if TYPE_CHECKING:
+    from airflow.providers.ssh.hooks.ssh import SSHHook
     from airflow.sdk import Context
 
 Action = Literal["freeze", "thaw"]
@@ -125,6 +125,10 @@ class _Host:
 
     @cached_property
     def hook(self) -> SSHHook:
+        # paramiko, most of this module's import time, loads when a task connects, not when
+        # a DAG file is parsed (bench/results/parse_import.md).
+        from airflow.providers.ssh.hooks.ssh import SSHHook
+
         return SSHHook(
             ssh_conn_id=self.target.ssh_conn_id,
             remote_host=self.target.host or "",

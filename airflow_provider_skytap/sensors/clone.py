@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from functools import cached_property
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_skytap.hooks.api import check_id, check_kind, describe, readiness
+from airflow_provider_skytap.hooks.api import (
+    check_id,
+    check_kind,
+    describe,
+    poll_pauses,
+    readiness,
+)
 from airflow_provider_skytap.hooks.skytap import SkytapHook, SkytapNotFoundError
 from airflow_provider_skytap.operators.clone import DEFAULT_CONN_ID
 from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
@@ -38,7 +45,8 @@ class CloneCompleteSensor(BaseSensorOperator):
     :param resource_id: the environment or template id, e.g. ``clone.output["id"]``
     :param kind: ``environment`` or ``template``, e.g. ``clone.output["kind"]``
     :param deferrable: wait in the triggerer, holding no worker slot
-    :param max_poll_interval: longest pause between polls when deferred, seconds
+    :param max_poll_interval: longest pause between polls, seconds: pokes (and a deferred
+        wait's polls) start ``poke_interval`` apart and grow 1.5x each time up to this
     :param log_every: seconds between "still busy after ..." lines when deferred
     :param skytap_conn_id: a connection of type ``skytap``
     """
@@ -89,6 +97,18 @@ class CloneCompleteSensor(BaseSensorOperator):
             return False
         self.log.info("%s is ready (%s)", label, state.detail)
         return True
+
+    def _get_next_poke_interval(
+        self, started_at: Any, run_duration: Callable[[], float], poke_count: int
+    ) -> float:
+        """In poke mode, back off as every wait of the provider does (:func:`poll_pauses`):
+        from ``poke_interval``, 1.5x per poke, up to ``max_poll_interval``. Reschedule mode
+        and ``exponential_backoff=True`` keep Airflow's own rule."""
+        if self.reschedule or self.exponential_backoff:
+            return super()._get_next_poke_interval(started_at, run_duration, poke_count)
+        longest = max(float(self.poke_interval), float(self.max_poll_interval))
+        pause = next(islice(poll_pauses(float(self.poke_interval), longest), poke_count - 1, None))
+        return min(pause, max(0.0, float(self.timeout) - run_duration()))
 
     def execute(self, context: Context) -> Any:
         kind, rid = self._checked()

@@ -299,3 +299,20 @@ def test_when_skytap_ignores_the_name_the_copy_is_found_by_its_tags_and_renamed(
     assert retry["id"] == first["id"] and retry["created"] is False
     assert hook.get_template(first["id"])["name"] == NAME
     assert [t["id"] for t in sim.admin.state()["templates"] if t["id"] != "5001"] == [first["id"]]
+
+
+def test_a_deferrable_region_copy_refused_as_busy_waits_on_the_triggerer_not_in_the_worker(
+    skytap_conn: str, hook: SkytapHook, sim: Any
+) -> None:
+    """Another region's copy locked the template between this task's look and its POST:
+    the task defers until the template is free instead of sending the copy again from a
+    worker slot until the retry deadline (10 minutes by default)."""
+    template = run_task(clone(skytap_conn)).result
+    sim.admin.faults(rules=[{"method": "POST", "path": "/templates", "status": 423, "count": 1}])
+    outcome = run_task(region_copy(skytap_conn, template["id"], "EMEA", deferrable=True))
+    assert outcome.result["created"] is True
+    assert [d.method_name for d in outcome.deferrals] == ["resume_after_source", "execute_complete"]
+    posts = [r["status"] for r in api_requests(sim) if r["method"] == "POST"]
+    assert posts[-2:] == [423, 200]  # refused once, sent again only after the wait
+    copies = [t for t in sim.admin.state()["templates"] if t["region"] == "EMEA"]
+    assert len(copies) == 1

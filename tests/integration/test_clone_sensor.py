@@ -6,6 +6,8 @@ import asyncio
 import json
 import time
 from datetime import datetime, timedelta, timezone
+from itertools import islice
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from airflow.sdk.exceptions import (
     AirflowSkipException,
 )
 
+from airflow_provider_skytap.hooks.api import poll_pauses
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.sensors.clone import CloneCompleteSensor, CloneFailedError
 from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
@@ -248,3 +251,25 @@ def test_trigger_survives_an_outage_and_logs_progress(
     out = capsys.readouterr().out
     assert "still waiting" in out  # gave up on a call, kept waiting
     assert f"template {tid}" in out and "still busy after" in out
+
+
+def test_poke_mode_backs_off_from_poke_interval_to_max_poll_interval(
+    skytap_conn: str, hook: SkytapHook, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """frozen_copy's wait pokes 2 s apart growing to 5 s; here 0.05 s growing to 0.2 s."""
+    import airflow.sdk.bases.sensor as base
+
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        time.sleep(seconds)
+
+    clock = SimpleNamespace(sleep=sleep, monotonic=time.monotonic, time=time.time)
+    monkeypatch.setattr(base, "time", clock)
+    tid = busy_template(hook, sim, seconds=1.5)
+    result = run_task(sensor(skytap_conn, tid, poke_interval=0.05, max_poll_interval=0.2)).result
+    assert result["id"] == tid
+    assert len(pauses) >= 6
+    assert pauses == pytest.approx(list(islice(poll_pauses(0.05, 0.2), len(pauses))))
+    assert pauses[:5] == pytest.approx([0.05, 0.075, 0.1125, 0.16875, 0.2])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
+from itertools import islice, pairwise
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from airflow_provider_skytap.hooks.api import (
     SkytapApi,
     SkytapAPIError,
     SkytapAuthError,
+    SkytapBusyError,
     SkytapNotFoundError,
     Sleep,
     SshEndpoint,
@@ -26,6 +29,7 @@ from airflow_provider_skytap.hooks.api import (
     classify,
     error_messages,
     parse_retry_after,
+    poll_pauses,
     readiness,
     ssh_endpoints,
 )
@@ -247,3 +251,56 @@ def test_ssh_endpoints_name_what_is_missing() -> None:
         ssh_endpoints(env, "db")
     with pytest.raises(ValueError, match="has no VMs"):
         ssh_endpoints({"id": "8", "name": "empty", "vms": []})
+
+
+def polls_until_ready(copy_seconds: float, first: float, longest: float) -> int:
+    """GETs one wait_until_ready plan makes for a copy that is busy for ``copy_seconds``,
+    on a clock that moves only when the plan sleeps (no request takes time)."""
+    now = [0.0]
+    api = SkytapApi(clock=lambda: now[0])
+    plan = api.wait_until_ready(
+        "template", "5001", timeout=24 * 3600, poll_interval=first, max_poll_interval=longest
+    )
+    gets = 0
+    step = next(plan)
+    try:
+        while True:
+            if isinstance(step, Sleep):
+                now[0] += step.seconds
+                step = plan.send(None)
+            else:
+                gets += 1
+                busy = now[0] < copy_seconds
+                body = json.dumps({"id": "5001", "busy": busy}).encode()
+                step = plan.send(answer(200, body))
+    except StopIteration:
+        return gets
+
+
+@pytest.mark.parametrize(
+    ("first", "longest", "copy_seconds", "most"),
+    [
+        (60, 600, 3 * 3600, 25),  # a region copy deferred from the nightly DAG: 3 h
+        (60, 600, 600, 6),
+        (5, 60, 3 * 3600, 190),  # the hook's defaults
+        (2, 5, 600, 125),  # frozen_copy's wait: 2 s growing to 5 s
+    ],
+)
+def test_a_wait_backs_off_so_a_long_copy_costs_tens_of_requests(
+    first: float, longest: float, copy_seconds: float, most: int
+) -> None:
+    assert polls_until_ready(copy_seconds, first, longest) <= most
+    pauses = list(islice(poll_pauses(first, longest), 12))
+    assert pauses[0] == first and max(pauses) == longest
+    assert all(b == min(longest, a * 1.5) for a, b in pairwise(pauses))
+
+
+def test_a_call_told_not_to_retry_busy_raises_at_once_and_retries_the_rest() -> None:
+    busy = answer(423, b'{"error": "Template is busy"}')
+    plan = SkytapApi().call(POST, retry_busy=False)
+    assert next(plan) == POST
+    with pytest.raises(SkytapBusyError, match=r"^copy environment 1: HTTP 423: Template is busy"):
+        plan.send(busy)
+    plan = SkytapApi(policy=RetryPolicy(base=0.01, cap=0.01)).call(GET, retry_busy=False)
+    assert next(plan) == GET
+    assert isinstance(plan.send(answer(429, b"{}")), Sleep)  # a rate limit is still retried
