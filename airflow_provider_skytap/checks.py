@@ -5,8 +5,9 @@ Operators call these in ``execute`` (after rendering), never in ``__init__``.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -98,6 +99,23 @@ def dr_regions(
             )
         seen.append(region)
     return seen
+
+
+def conf_keys(conf: Mapping[str, Any] | None, params: Iterable[str]) -> None:
+    """Refuse a run's conf key that is no param of the DAG (a typo would silently leave the
+    param at its default: another environment, a longer freeze).
+
+    :param conf: the DAG run's conf
+    :param params: the DAG's param names
+    """
+    known = sorted(params)
+    for key in conf or {}:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"conf: {key!r} is not a param of this DAG{hint}; its params: {', '.join(known)}"
+            )
 
 
 def _number(value: Any) -> float:

@@ -91,9 +91,11 @@ with DAG(
     chain = frozen_copy(target="template", copy_task_id="clone", wait_task_id="wait_for_clone")
 
     @task(retries=0)  # the hook retries what is worth retrying; a bad region stays bad
-    def dr_regions(params: dict[str, Any]) -> list[str]:
+    def dr_regions(params: dict[str, Any], dag: Any = None, dag_run: Any = None) -> list[str]:
         """The DR regions from the trigger form, checked before anything is frozen or copied:
-        Skytap's region names, each once, none the environment's own region."""
+        Skytap's region names, each once, none the environment's own region. A conf key that
+        is no param (a typo) is refused too."""
+        checks.conf_keys(getattr(dag_run, "conf", None), getattr(dag, "params", params))
         source = SkytapHook().get_environment(params["environment_id"])
         return checks.dr_regions(params["dr_regions"], source_region=source.get("region"))
 

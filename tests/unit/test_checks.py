@@ -31,3 +31,12 @@ def test_good_dr_regions_come_back_in_order() -> None:
     assert checks.dr_regions([], source_region="US-West") == []
     # A region Skytap added after this list: the caller may allow it.
     assert checks.dr_regions(["US-Texas-M-1"], known=["US-Texas-M-1"]) == ["US-Texas-M-1"]
+
+
+def test_a_conf_key_that_is_no_param_is_refused_with_the_closest_param() -> None:
+    params = ["environment_id", "max_freeze_seconds", "dr_regions"]
+    checks.conf_keys({"max_freeze_seconds": 30, "dr_regions": []}, params)
+    checks.conf_keys(None, params)
+    with pytest.raises(ValueError, match=r"^conf: 'max_freeze_second' is not a param") as caught:
+        checks.conf_keys({"max_freeze_second": 30}, params)
+    assert "(did you mean 'max_freeze_seconds'?)" in str(caught.value)
