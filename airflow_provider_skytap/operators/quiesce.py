@@ -631,6 +631,12 @@ class QuiesceOperator(BaseOperator):
             message = "; ".join(
                 f"{r['host']}: the guardian thawed by itself ({r['fired_by']}) at "
                 f"{r['thawed_at']}, before the thaw task"
+                + (
+                    f" (max_freeze_seconds reached, {r['seconds_frozen']} s after the freeze: "
+                    "make it longer than the copy takes)"
+                    if r["fired_by"] == "deadline"
+                    else ""
+                )
                 for r in fired
             )
             message += ": the copy is not application-consistent"
