@@ -8,6 +8,7 @@ are the inputs whose message or timing had to be fixed.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,36 @@ def test_a_filesystem_that_cannot_be_frozen_is_refused_before_any_freeze(
     assert vms.frozen() == []
 
 
+def test_a_freeze_shorter_than_the_copy_says_max_freeze_seconds_was_too_short(
+    conns: Sim, vms: lab.Lab
+) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_provider_skytap.operators.quiesce import QuiesceError, QuiesceOperator
+
+    targets: dict[str, Any] = {
+        "environment_id": ENV,
+        "ssh_conn_id": "skytap_vm_ssh",
+        "mounts": [lab.MOUNT],
+        "vm_names": ["app-1"],
+    }
+    with DAG("bad_inputs_test", schedule=None):
+        freeze_op = QuiesceOperator(
+            task_id="freeze", action="freeze", max_freeze_seconds=1, **targets
+        )
+        thaw_op = QuiesceOperator(task_id="thaw", action="thaw", **targets)
+    context: Any = {"run_id": f"manual__bad_inputs_{uuid.uuid4().hex[:8]}"}
+    freeze_op.execute(context)
+    deadline = time.monotonic() + 30
+    while vms.frozen() and time.monotonic() < deadline:  # the guardian thaws after 1 s
+        time.sleep(0.2)
+    with pytest.raises(QuiesceError) as caught:
+        thaw_op.execute(context)
+    assert "the guardian thawed by itself (deadline)" in str(caught.value)
+    assert "max_freeze_seconds reached" in str(caught.value)
+    assert vms.frozen() == []
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("airflow_home")
@@ -106,21 +137,32 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("regions", "message"),
+    ("conf", "message"),
     [
-        (["Mars-1"], "dr_regions: 'Mars-1' is not a Skytap region; Skytap's regions: US-West"),
-        (["US-West"], "dr_regions: 'US-West' is the region the backup is made in"),
+        (
+            {"dr_regions": ["Mars-1"]},
+            "dr_regions: 'Mars-1' is not a Skytap region; Skytap's regions: US-West",
+        ),
+        (
+            {"dr_regions": ["US-West"]},
+            "dr_regions: 'US-West' is the region the backup is made in",
+        ),
+        (
+            {"max_freeze_second": 30},
+            "conf: 'max_freeze_second' is not a param of this DAG "
+            "(did you mean 'max_freeze_seconds'?)",
+        ),
     ],
 )
-def test_a_bad_dr_region_fails_the_backup_before_anything_is_frozen_or_copied(
-    home: Path, lab_sim: Sim, vms: lab.Lab, regions: list[str], message: str
+def test_a_bad_dr_region_or_conf_key_fails_the_backup_before_anything_is_frozen_or_copied(
+    home: Path, lab_sim: Sim, vms: lab.Lab, conf: dict[str, Any], message: str
 ) -> None:
     env = airflow_cli.airflow_env(
         home, {"skytap_default": skytap_conn(lab_sim), "skytap_vm_ssh": vms.ssh_connection()}
     )
     lab_sim.admin.clear_requests()
     done = airflow_cli.dags_test(
-        env, BACKUP, "2026-11-18", {"dr_regions": regions, "max_freeze_seconds": 60}, timeout=300
+        env, BACKUP, "2026-11-18", {"max_freeze_seconds": 60} | conf, timeout=300
     )
     out = done.stdout + done.stderr
     assert not airflow_cli.succeeded(done)
