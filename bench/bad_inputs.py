@@ -53,8 +53,6 @@ WRONG_TOKEN = "wrong-token-5c1d0e9a77"
 STATE_DIR = Path("/run/skytap-quiesce")
 GUARDIAN = re.compile(rb"/skytap-quiesce(-[0-9]+)?/lib/[0-9a-f]+\.sh$")
 COMMAND = "make bench BENCH=bad_inputs"
-# Commits of this branch that changed a message or moved a check earlier.
-FIX_EARLY_CHECKS = "see report"
 
 
 @dataclass
@@ -524,6 +522,7 @@ def catalogue() -> list[Case]:
             ("max_freeze_seconds",),
             conf={"max_freeze_seconds": 5},
             op=freeze_too_short,
+            fixed="deadline",
             note="the copy's duration is not known in advance: the guardian thaws at the "
             "deadline and the thaw task fails saying the copy is not application-consistent",
         ),
@@ -566,7 +565,7 @@ def catalogue() -> list[Case]:
         Case(
             "ssh_auth",
             "SSH login refused (user `nobody`)",
-            ("ssh_conn_id 'wrong_user_ssh'", "nobody", "Authentication"),
+            ("ssh_conn_id 'wrong_user_ssh'", "'nobody'", "Authentication"),
             op=quiesce(ssh_conn_id="wrong_user_ssh", ssh_connect_attempts=1),
             fixed="ssh",
         ),
@@ -750,13 +749,35 @@ def run_dags_test(world: World, case: Case) -> Outcome:
 # ---------------------------------------------------------------- the section
 
 
+# The commits that fixed a message or moved a check earlier: key -> the start of the subject.
 FIXES = {
-    "dr": "DR regions checked before the freeze",
-    "hook": "unreachable Skytap named by its URL",
-    "ssh": "SSH connection named once, and on a refused login",
-    "tmpfs": "preflight refuses a filesystem that cannot be frozen",
-    "conf": "a conf key that is no param is refused before the freeze",
+    "dr": "Backup DAG: check the DR regions before the freeze",
+    "conf": "Backup DAG: refuse a conf key that is no param",
+    "hook": "Hook: an unreachable Skytap is named by its API URL",
+    "ssh": "QuiesceOperator: name the SSH connection",
+    "tmpfs": "Preflight refuses a filesystem that cannot be frozen",
+    "deadline": "Thaw: a guardian that fired at its deadline",
 }
+
+
+def fix_commits() -> dict[str, str]:
+    """``{fix key: "abc1234"}`` for the fixes found in this checkout's history."""
+    import subprocess
+
+    from bench.common import ROOT
+
+    found = {}
+    for key, subject in FIXES.items():
+        done = subprocess.run(
+            ["git", "log", "--format=%h", "-F", f"--grep={subject}", "-n", "1"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.stdout.strip():
+            found[key] = f"{done.stdout.strip()} ({subject.split(': ', 1)[-1]})"
+    return found
 
 
 def _cell(text: str, limit: int = 230) -> str:
@@ -831,7 +852,6 @@ def main(argv: list[str] | None = None) -> int:
         "on a loaded machine); default: the inputs marked for it",
     )
     parser.add_argument("--only", nargs="*", help="only these cases (keys)")
-    parser.add_argument("--fixes", default="", help="JSON {fix key: commit} for the table")
     parser.add_argument("--no-write", action="store_true", help="print, do not write the section")
     parser.add_argument("--logs", type=Path, help="keep each airflow dags test's output here")
     args = parser.parse_args(argv)
@@ -845,7 +865,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bad_inputs needs the lab's VMs: {reason}", file=sys.stderr)
         return 2
     cases = [c for c in catalogue() if not args.only or c.key in args.only]
-    fixes = {k: f"{v} ({FIXES[k]})" for k, v in json.loads(args.fixes or "{}").items()}
+    fixes = fix_commits()
     outcomes: list[Outcome] = []
     with (
         Stopwatch() as total,

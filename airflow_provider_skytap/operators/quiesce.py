@@ -141,8 +141,8 @@ class _Host:
         try:
             sudo = self.sudo
         except Exception as exc:  # the SSH connection cannot be read or is incomplete
-            how = f"ssh_conn_id {self.target.ssh_conn_id!r}"
-            raise HostStepError(self.label, f"{step} ({how})", _describe(exc)) from exc
+            how = f"ssh_conn_id {self.target.ssh_conn_id!r}: {_describe(exc)}"
+            raise HostStepError(self.label, f"{step} (ssh connection)", how) from exc
         command = qc.run_command(action, args, sudo=sudo)
         code, out, err = self._exec(step, command, timeout)
         if code == qc.NOT_INSTALLED:
@@ -171,8 +171,8 @@ class _Host:
             client = self.hook.get_conn()
         except Exception as exc:
             user = getattr(self.__dict__.get("hook"), "username", None)
-            how = f"ssh connect as {user!r} with ssh_conn_id {self.target.ssh_conn_id!r}"
-            raise HostStepError(self.label, f"{step} ({how})", _describe(exc)) from exc
+            how = f"as {user!r} with ssh_conn_id {self.target.ssh_conn_id!r}: {_describe(exc)}"
+            raise HostStepError(self.label, f"{step} (ssh connect)", how) from exc
         try:
             code, out, err = self.hook.exec_ssh_client_command(
                 client, command, get_pty=False, environment=None, timeout=timeout

@@ -76,7 +76,7 @@ def test_an_ssh_login_refused_names_the_connection_and_the_user(
     error = freeze(ssh_conn_id="wrong_user_ssh", ssh_connect_attempts=1)
     text = str(error)
     assert text.startswith("preflight failed; nothing was frozen: "), text
-    assert "preflight (ssh connect as 'nobody' with ssh_conn_id 'wrong_user_ssh') failed" in text
+    assert "preflight (ssh connect) failed: as 'nobody' with ssh_conn_id 'wrong_user_ssh'" in text
     assert "AuthenticationException" in text
     assert_nothing_written(conns)
     assert vms.frozen() == []
