@@ -713,7 +713,7 @@ def dags_test_message(output: str) -> str:
         value = match.group("value").encode().decode("unicode_escape", errors="replace")
         return f"{match.group('type')}: {value}"
     errors = [ln.strip() for ln in output.splitlines() if re.match(r"^\w+(Error|Exception): ", ln)]
-    return errors[-1] if errors else "(no error found in the output)"
+    return errors[0] if errors else "(no error found in the output)"
 
 
 def run_dags_test(world: World, case: Case) -> Outcome:

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_skytap import checks
+from airflow_provider_skytap.hooks.api import SkytapAuthError, SkytapNotFoundError
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.quiesce import commands as qc
 
@@ -384,6 +385,9 @@ class QuiesceOperator(BaseOperator):
             mounts = qc.mounts_per_target(settings.mounts, [t.name for t in targets])
         except ValueError as exc:
             raise checks.InvalidValueError(str(exc)) from None
+        except (SkytapNotFoundError, SkytapAuthError) as exc:
+            # No such environment, or the token refused: a retry meets the same answer.
+            raise AirflowFailException(str(exc)) from exc
         run_id = str(context["run_id"])
         hosts = [
             _Host(
