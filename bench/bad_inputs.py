@@ -321,7 +321,6 @@ def catalogue() -> list[Case]:
             ("environment 999999", "HTTP 404", "request id"),
             conf={"environment_id": "999999"},
             op=quiesce(environment_id="999999"),
-            dags_test=True,
         ),
         Case(
             "nonnumeric_env",
@@ -702,18 +701,17 @@ def run_operator(world: World, case: Case) -> Outcome:
     return judge(world, case, outcome)
 
 
-_TASK_ERROR = re.compile(
-    r"'exc_type': '(?P<type>\w+)', 'exc_value': (?P<q>['\"])(?P<value>.*?)(?P=q), 'exc_notes'"
-)
+# A traceback's last line: "ValueError: ..." or "airflow_provider_skytap.hooks.api.X: ...".
+_ERROR_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(?P<type>\w+(?:Error|Exception)): (?P<text>.*)$")
 
 
 def dags_test_message(output: str) -> str:
-    """The first task error in ``airflow dags test``'s output, or its last error line."""
-    for match in _TASK_ERROR.finditer(output):
-        value = match.group("value").encode().decode("unicode_escape", errors="replace")
-        return f"{match.group('type')}: {value}"
-    errors = [ln.strip() for ln in output.splitlines() if re.match(r"^\w+(Error|Exception): ", ln)]
-    return errors[0] if errors else "(no error found in the output)"
+    """The first error a task raised in ``airflow dags test``'s output (or the schema's)."""
+    for line in output.splitlines():
+        match = _ERROR_LINE.match(line)
+        if match:
+            return f"{match.group('type')}: {match.group('text').strip()}"
+    return "(no error found in the output)"
 
 
 def run_dags_test(world: World, case: Case) -> Outcome:
