@@ -485,6 +485,7 @@ def catalogue() -> list[Case]:
             ("mounts", "[]"),
             conf={"mounts": []},
             op=quiesce(mounts=[]),
+            fixed="mounts",
         ),
         Case(
             "mount_map_unknown_vm",
@@ -755,6 +756,8 @@ FIXES = {
     "ssh": "QuiesceOperator: name the SSH connection",
     "tmpfs": "Preflight refuses a filesystem that cannot be frozen",
     "deadline": "Thaw: a guardian that fired at its deadline",
+    "mounts": "Quiesce: an empty mounts list is named with its value",
+    "notfound": "QuiesceOperator: no such environment, or the token refused, fails without",
 }
 
 
