@@ -5,8 +5,19 @@ Operators call these in ``execute`` (after rendering), never in ``__init__``.
 
 from __future__ import annotations
 
+import difflib
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_skytap.hooks.api import REGIONS, check_region
+
+
+class InvalidValueError(AirflowFailException, ValueError):
+    """A value the task was given is wrong: the task fails without retrying (a retry would
+    meet the same value)."""
 
 
 def positive_seconds(field: str, value: Any) -> float:
@@ -48,6 +59,63 @@ def flag(field: str, value: Any) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise ValueError(f"{field} must be true or false, got {value!r}")
+
+
+def dr_regions(
+    value: Any, *, source_region: str | None = None, known: Iterable[str] = REGIONS
+) -> list[str]:
+    """DR regions to copy a backup to, checked before anything is frozen or copied.
+
+    Each must be a region name, one of Skytap's regions (``known``), listed once, and not the
+    region the backup is made in (a DR copy needs another region).
+
+    :param value: the list (empty: no DR copy)
+    :param source_region: the region of the environment being backed up, when known
+    :param known: the regions accepted; default: Skytap's (``hooks.api.REGIONS``)
+    """
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValueError(f"dr_regions must be a list of Skytap region names, got {value!r}")
+    regions = list(value)
+    allowed = list(known)
+    seen: list[str] = []
+    for region in regions:
+        try:
+            check_region(region)
+        except ValueError:
+            raise ValueError(
+                f"dr_regions: {region!r} is not a Skytap region name (such as 'EMEA')"
+            ) from None
+        if region not in allowed:
+            raise ValueError(
+                f"dr_regions: {region!r} is not a Skytap region; Skytap's regions: "
+                f"{', '.join(allowed)}"
+            )
+        if region in seen:
+            raise ValueError(f"dr_regions: {region!r} is listed twice in {regions!r}")
+        if source_region and region == source_region:
+            raise ValueError(
+                f"dr_regions: {region!r} is the region the backup is made in; a DR copy "
+                "needs another region"
+            )
+        seen.append(region)
+    return seen
+
+
+def conf_keys(conf: Mapping[str, Any] | None, params: Iterable[str]) -> None:
+    """Refuse a run's conf key that is no param of the DAG (a typo would silently leave the
+    param at its default: another environment, a longer freeze).
+
+    :param conf: the DAG run's conf
+    :param params: the DAG's param names
+    """
+    known = sorted(params)
+    for key in conf or {}:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"conf: {key!r} is not a param of this DAG{hint}; its params: {', '.join(known)}"
+            )
 
 
 def _number(value: Any) -> float:

@@ -1,7 +1,9 @@
 """Nightly application-consistent backup of a Skytap environment, with copies in DR regions.
 
-freeze -> clone -> wait_for_clone -> thaw -> dr_regions -> copy_to_dr (one per region) -> prune
+dr_regions -> freeze -> clone -> wait_for_clone -> thaw -> copy_to_dr (one per region) -> prune
 
+0. ``dr_regions``: checks the DR regions (Skytap's names, each once, not the environment's own
+   region) before anything is frozen or copied, so a typo fails the run at once.
 1. ``freeze``: over SSH, a guardian on every VM freezes the mounts (after the profile's
    preparation, e.g. a PostgreSQL CHECKPOINT) and thaws by itself after
    ``max_freeze_seconds`` whatever happens to Airflow.
@@ -33,7 +35,9 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule, task
 
+from airflow_provider_skytap import checks
 from airflow_provider_skytap.frozen_copy import frozen_copy, quiesce_params
+from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.operators.clone import CopyTemplateToRegionOperator
 from airflow_provider_skytap.operators.retention import PruneBackupsOperator
 
@@ -86,12 +90,17 @@ with DAG(
 ) as dag:
     chain = frozen_copy(target="template", copy_task_id="clone", wait_task_id="wait_for_clone")
 
-    @task
-    def dr_regions(params: dict[str, Any]) -> list[str]:
-        """The DR regions from the trigger form, in order, each once."""
-        return list(dict.fromkeys(params["dr_regions"]))
+    @task(retries=0)  # the hook retries what is worth retrying; a bad region stays bad
+    def dr_regions(params: dict[str, Any], dag: Any = None, dag_run: Any = None) -> list[str]:
+        """The DR regions from the trigger form, checked before anything is frozen or copied:
+        Skytap's region names, each once, none the environment's own region. A conf key that
+        is no param (a typo) is refused too."""
+        checks.conf_keys(getattr(dag_run, "conf", None), getattr(dag, "params", params))
+        source = SkytapHook().get_environment(params["environment_id"])
+        return checks.dr_regions(params["dr_regions"], source_region=source.get("region"))
 
     regions = dr_regions()
+    regions >> chain.freeze
     copy_to_dr = CopyTemplateToRegionOperator.partial(
         task_id="copy_to_dr",
         template_id=chain.copy.output["id"],
@@ -107,4 +116,4 @@ with DAG(
         trigger_rule=TriggerRule.NONE_FAILED,
     )
 
-    [chain.wait, chain.thaw] >> regions >> copy_to_dr >> prune
+    [chain.wait, chain.thaw] >> copy_to_dr >> prune

@@ -33,6 +33,20 @@ RUNSTATES = ("running", "suspended", "stopped", "halted")
 PAGE_SIZE = 100
 _ID = re.compile(r"^[0-9]{1,20}$")
 _REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+# Skytap's regions as its help topic "understanding-regions" lists them. Skytap has no call that
+# lists regions; a copy to any other name is refused only when it is requested. Used to refuse
+# an unknown DR region before anything is frozen or copied (``checks.dr_regions``).
+REGIONS: tuple[str, ...] = (
+    "US-West",
+    "US-Central",
+    "US-East-2",
+    "EMEA",
+    "APAC-2",
+    "UK-London-M-1",
+    "DE-Frankfurt-I-1",
+    "AU-Sydney-I-1",
+    "CAN-Toronto",
+)
 
 T = TypeVar("T")
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 from airflow.sdk import BaseHook
@@ -243,12 +244,17 @@ class SkytapHook(_SkytapHookBase):
                 timeout=(min(10.0, timeout), timeout),
             )
         except requests.exceptions.ConnectTimeout:
-            return TransportError("timed out connecting", sent=False)
+            where = _where(self.settings.base_url)
+            return TransportError(f"timed out connecting to {where}", sent=False)
         except requests.exceptions.ReadTimeout:
             return TransportError(f"no answer within {timeout:.0f} s", sent=True)
         except requests.exceptions.ConnectionError as exc:
             refused = _connection_refused(exc)
-            reason = "could not connect" if refused else "connection lost"
+            reason = (
+                f"could not connect to {_where(self.settings.base_url)}"
+                if refused
+                else "connection lost"
+            )
             return TransportError(f"{reason} ({_root_cause(exc)})", sent=not refused)
         except requests.exceptions.RequestException as exc:
             return TransportError(f"connection lost ({_root_cause(exc)})", sent=True)
@@ -518,7 +524,10 @@ class SkytapAsyncHook(_SkytapHookBase):
                 json=request.body,
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            return TransportError(f"could not connect ({type(exc).__name__})", sent=False)
+            where = _where(settings.base_url)
+            return TransportError(
+                f"could not connect to {where} ({type(exc).__name__})", sent=False
+            )
         except httpx.TimeoutException:
             return TransportError(f"no answer within {settings.timeout:.0f} s", sent=True)
         except httpx.TransportError as exc:
@@ -550,6 +559,17 @@ class SkytapAsyncHook(_SkytapHookBase):
             log_every=log_every,
         )
         return await self.run(plan)
+
+
+def _where(base_url: str) -> str:
+    """The API URL's scheme, host and port, for an error: never any user or password in it."""
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        return "the connection's API URL"
+    where = f"{parts.scheme}://{parts.hostname or ''}"
+    return where + (f":{port}" if port else "")
 
 
 def _connection_refused(exc: BaseException) -> bool:

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_skytap import checks
+from airflow_provider_skytap.hooks.api import SkytapAuthError, SkytapNotFoundError
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.quiesce import commands as qc
 
@@ -148,7 +149,8 @@ class _Host:
         try:
             sudo = self.sudo
         except Exception as exc:  # the SSH connection cannot be read or is incomplete
-            raise HostStepError(self.label, f"{step} (ssh connection)", _describe(exc)) from exc
+            how = f"ssh_conn_id {self.target.ssh_conn_id!r}: {_describe(exc)}"
+            raise HostStepError(self.label, f"{step} (ssh connection)", how) from exc
         command = qc.run_command(action, args, sudo=sudo)
         code, out, err = self._exec(step, command, timeout)
         if code == qc.NOT_INSTALLED:
@@ -176,7 +178,9 @@ class _Host:
         try:
             client = self.hook.get_conn()
         except Exception as exc:
-            raise HostStepError(self.label, f"{step} (ssh connect)", _describe(exc)) from exc
+            user = getattr(self.__dict__.get("hook"), "username", None)
+            how = f"as {user!r} with ssh_conn_id {self.target.ssh_conn_id!r}: {_describe(exc)}"
+            raise HostStepError(self.label, f"{step} (ssh connect)", how) from exc
         try:
             code, out, err = self.hook.exec_ssh_client_command(
                 client, command, get_pty=False, environment=None, timeout=timeout
@@ -378,12 +382,21 @@ class QuiesceOperator(BaseOperator):
     # ---------------------------------------------------------------- execute
 
     def execute(self, context: Context) -> dict[str, Any]:
-        settings = self._settings()
-        self._current = settings
-        self._armed = []
-        targets = self.resolve_targets()
+        try:  # a bad value fails the task at once, without retries, before any host
+            settings = self._settings()
+            self._current = settings
+            self._armed = []
+            targets = self.resolve_targets()
+            field = "ssh_conn_id" if self.ssh_conn_ids is None else "ssh_conn_ids"
+            for conn_id in dict.fromkeys(t.ssh_conn_id for t in targets):
+                _check_ssh_connection(field, conn_id)
+            mounts = qc.mounts_per_target(settings.mounts, [t.name for t in targets])
+        except ValueError as exc:
+            raise checks.InvalidValueError(str(exc)) from None
+        except (SkytapNotFoundError, SkytapAuthError) as exc:
+            # No such environment, or the token refused: a retry meets the same answer.
+            raise AirflowFailException(str(exc)) from exc
         run_id = str(context["run_id"])
-        mounts = qc.mounts_per_target(settings.mounts, [t.name for t in targets])
         hosts = [
             _Host(
                 t,
@@ -630,6 +643,12 @@ class QuiesceOperator(BaseOperator):
             message = "; ".join(
                 f"{r['host']}: the guardian thawed by itself ({r['fired_by']}) at "
                 f"{r['thawed_at']}, before the thaw task"
+                + (
+                    f" (max_freeze_seconds reached, {r['seconds_frozen']} s after the freeze: "
+                    "make it longer than the copy takes)"
+                    if r["fired_by"] == "deadline"
+                    else ""
+                )
                 for r in fired
             )
             message += ": the copy is not application-consistent"
@@ -724,6 +743,16 @@ def wants_sudo(use_sudo: bool | None, username: str | None, profile: str) -> boo
     if use_sudo is not None:
         return use_sudo
     return username != "root" and profile != qc.APP
+
+
+def _check_ssh_connection(field: str, conn_id: str) -> None:
+    """Fail once, naming the id, when an SSH connection is not defined (before any host)."""
+    try:
+        BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        raise ValueError(
+            f"{field}: {conn_id!r} is not an Airflow connection ({_describe(exc)})"
+        ) from exc
 
 
 def _raise_for(host: _Host, step: str, report: dict[str, Any]) -> None:

@@ -199,8 +199,10 @@ def validate_mounts(mounts: Any, *, allow_root_fs: bool, profile: str = "fsfreez
         found.append(norm)
     if not found:
         if profile == APP:
-            raise ValueError("mounts must name at least one directory of the application")
-        raise ValueError("mounts must name at least one filesystem to freeze")
+            raise ValueError(
+                f"mounts must name at least one directory of the application, got {mounts!r}"
+            )
+        raise ValueError(f"mounts must name at least one filesystem to freeze, got {mounts!r}")
     return found
 
 
@@ -211,7 +213,7 @@ def validate_mount_map(
     if not isinstance(mounts, Mapping):
         return {"*": validate_mounts(mounts, allow_root_fs=allow_root_fs, profile=profile)}
     if not mounts:
-        raise ValueError("mounts must not be an empty mapping")
+        raise ValueError(f"mounts must not be an empty mapping, got {mounts!r}")
     found: dict[str, list[str]] = {}
     for name, paths in mounts.items():
         try:

@@ -200,6 +200,14 @@ cmd_preflight() {
             continue
         fi
         mountpoint -q "$m" || fail preflight "$m is not a mount point"
+        # A filesystem without freeze support fails at fsfreeze -f, after the other hosts froze.
+        _fstype=$(stat -f -c %T "$m" 2>/dev/null)
+        case $_fstype in
+        tmpfs | ramfs | proc | sysfs | devpts | cgroupfs | cgroup2fs | overlayfs | squashfs | \
+            nfs | autofs | debugfs | tracefs | securityfs | configfs | hugetlbfs | mqueue | bpf_fs)
+            fail preflight "$m is a $_fstype filesystem, which cannot be frozen (fsfreeze works \
+on disk filesystems such as ext4, xfs and btrfs)" ;;
+        esac
         if [ "$allow" = 0 ]; then
             case $m in
             / | /boot | /boot/efi | /usr | /var)

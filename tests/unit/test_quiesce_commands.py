@@ -72,7 +72,7 @@ def test_install_command_carries_the_script_and_its_hash() -> None:
     [
         ("/data", "mounts must be a list of absolute paths, got '/data'"),
         (["data"], "mounts: 'data' is not an absolute path"),
-        ([], "mounts must name at least one filesystem"),
+        ([], "mounts must name at least one filesystem to freeze, got []"),
         (["/data", "/data/"], "mounts: '/data' is listed twice"),
         (["/a/../b"], "not a normalised path (did you mean '/b'?)"),
         (["/new\nline"], "contains a control character"),
@@ -215,7 +215,7 @@ def test_app_takes_its_commands_and_no_other_option() -> None:
             "directories (the thaw checks each is writable); pass allow_root_fs=True to force it",
         ),
         (["/srv/app", "/var"], "mounts: refusing '/var', a system directory"),
-        ([], "mounts must name at least one directory of the application"),
+        ([], "mounts must name at least one directory of the application, got []"),
     ],
 )
 def test_app_directories_are_validated(mounts: list[str], message: str) -> None:
