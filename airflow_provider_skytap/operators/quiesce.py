@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow.providers.ssh.hooks.ssh import SSHHook
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_skytap import checks
 from airflow_provider_skytap.hooks.skytap import SkytapHook
@@ -42,6 +42,12 @@ class QuiesceError(AirflowException):
     def __init__(self, message: str, *, result: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class GuardianFiredError(QuiesceError, AirflowFailException):
+    """The thaw found every host thawed, but a guardian had thawed before the thaw task: the
+    copy is not application-consistent. Final: a retry would read the same records, so the
+    task fails without one (``AirflowFailException``)."""
 
 
 class HostStepError(QuiesceError):
@@ -627,7 +633,7 @@ class QuiesceOperator(BaseOperator):
             message += ": the copy is not application-consistent"
             if settings.failure_policy == "fail":
                 _push_result(context, summary)
-                raise QuiesceError(message, result=summary)
+                raise GuardianFiredError(message, result=summary)
             self.log.warning("%s", message)
         return summary
 
