@@ -274,7 +274,7 @@ class Soak:
             admin.config(copy_seconds=self.args.kill_copy_seconds)
         began = time.monotonic()
         run_id = af.trigger(DAG_ID, self.conf(killing), logical, unpause=index == 0)
-        print(f"run {index + 1}/{self.args.runs} {logical:%Y-%m-%d} started", flush=True)
+        print(f"run {index + 1}/{self.args.runs} {logical:%Y-%m-%d %H:%M} started", flush=True)
         state = "queued"
         next_delay = began + self.rng.uniform(0, self.args.delay_every)
         while time.monotonic() - began < RUN_TIMEOUT:
@@ -381,10 +381,14 @@ class Soak:
     # -- the whole soak ------------------------------------------------------------------
 
     def dates(self) -> list[datetime]:
-        """One logical date a day at the schedule's 02:00 from the DAG's start date on: a run
-        dated before it has no task instances (each task starts on START_DATE) and succeeds
-        at once, doing nothing. Past 28 runs (2026-11-29) the dates are in the future."""
-        return [START_DATE + timedelta(days=i) for i in range(self.args.runs)]
+        """Logical dates from the DAG's start date on, a day apart, or closer when that would
+        reach the future: a run dated before the start date has no task instances (each task
+        starts on START_DATE) and "succeeds" at once, and Airflow 3.2 starts no task of a
+        run dated in the future (the first soak's run 30 waited until set failed by hand)."""
+        now = datetime.now(timezone.utc) - timedelta(minutes=5)
+        step = min(timedelta(days=1), (now - START_DATE) / max(1, self.args.runs))
+        step = timedelta(minutes=int(step.total_seconds() // 60))
+        return [START_DATE + i * step for i in range(self.args.runs)]
 
 
 def remove_deleted_images(admin: SimulatorAdmin, data_dir: Path) -> int:
@@ -728,8 +732,8 @@ def write(
         + ".**",
         "",
         f"Setup: runs one after another, each triggered through the REST API with its own "
-        f"logical date, a day apart from the DAG's start date, 2026-11-01 (a backfill of the "
-        "past cannot make 50 runs: the DAG starts 2026-11-01), "
+        f"logical date from the DAG's start date, 2026-11-01, on, a day apart or closer so that "
+        "none is in the future (a backfill of past dates cannot make 50 runs), "
         f"conf `{json.dumps(soak.conf())}`; copy {args.copy_seconds:g} s, region copy "
         f"{args.region_copy_seconds:g} s; connection timeout {CONN_TIMEOUT} s, retry_deadline "
         f"{RETRY_DEADLINE} s; faults: {', '.join(f'{k} {v:.0%}' for k, v in ERROR_RATES.items())}"
