@@ -138,7 +138,9 @@ def frozen_copy(
 ) -> FrozenCopy:
     """Add freeze -> copy -> wait -> thaw to the DAG being defined (settings from its params).
 
-    - ``freeze`` never retries: a failed freeze has thawed what it froze.
+    - ``freeze`` retries twice after 10 s: a failed try has thawed what it froze (a retry first
+      releases a guardian an earlier try left), and nothing is copied until it succeeds, so a
+      Skytap or SSH outage before the freeze does not cost the night's backup.
     - the copy (:class:`LiveCloneOperator`, ``target`` template or environment) retries after
       5 s, not the DAG's delay: the VMs are frozen meanwhile.
     - ``wait`` pokes every 2 s backing off to 5 s instead of deferring: a deferral's round trip
@@ -154,7 +156,8 @@ def frozen_copy(
         task_id="freeze",
         action="freeze",
         max_freeze_seconds="{{ params.max_freeze_seconds }}",
-        retries=0,
+        retries=2,
+        retry_delay=timedelta(seconds=10),
         **QUIESCE_FROM_PARAMS,
     )
     copy = LiveCloneOperator(

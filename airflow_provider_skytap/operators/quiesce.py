@@ -48,6 +48,12 @@ class QuiesceError(AirflowException):
         self.result = result
 
 
+class GuardianFiredError(QuiesceError, AirflowFailException):
+    """The thaw found every host thawed, but a guardian had thawed before the thaw task: the
+    copy is not application-consistent. Final: a retry would read the same records, so the
+    task fails without one (``AirflowFailException``)."""
+
+
 class HostStepError(QuiesceError):
     """One step failed on one host: names the host, the step, the exit code and remote stderr."""
 
@@ -654,7 +660,7 @@ class QuiesceOperator(BaseOperator):
             message += ": the copy is not application-consistent"
             if settings.failure_policy == "fail":
                 _push_result(context, summary)
-                raise QuiesceError(message, result=summary)
+                raise GuardianFiredError(message, result=summary)
             self.log.warning("%s", message)
         return summary
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_skytap.operators.quiesce import QuiesceError
 from tests.quiesce.conftest import (
@@ -233,6 +234,9 @@ def test_guardian_deadline_thaws_and_the_thaw_says_inconsistent(loops, writers, 
     assert guardian_file(frozen, "fired") == "deadline"
     with pytest.raises(QuiesceError) as info:
         quiesce("thaw", ssh_conn_ids=conns, mounts=[str(mount)])
+    # Final: every host is thawed and a retry would read the same records, so Airflow fails
+    # the task without retrying it (in the soak, two retries only delayed the failed run).
+    assert isinstance(info.value, AirflowFailException)
     assert "the guardian thawed by itself (deadline)" in str(info.value)
     assert "not application-consistent" in str(info.value)
     host = info.value.result["hosts"][0]

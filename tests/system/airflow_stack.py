@@ -364,6 +364,40 @@ class AirflowStack:
             alive.append(component.name)
         return alive
 
+    def kill_task_worker(self, ti_id: str) -> list[int]:
+        """SIGKILL the LocalExecutor worker running task instance ``ti_id`` and everything it
+        started (the task process): what a worker machine's crash or the OOM killer does. No
+        process reports the task's end; the scheduler finds it by its missing heartbeat
+        (``[scheduler] task_instance_heartbeat_timeout``).
+
+        :param ti_id: the task instance's ``id`` (REST API), which the worker names in its
+            process title
+        :return: the pids killed, the worker first (empty: no worker runs it now)
+        """
+        title = f"LocalExecutor: {ti_id}".encode()
+        scheduler = self.components["scheduler"].proc
+        if scheduler is None:
+            return []
+        group = os.getpgid(scheduler.pid)
+        workers, parents = [], {}
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                stat = (proc / "stat").read_text()
+                ppid, pgid = (int(x) for x in stat.rsplit(")", 1)[1].split()[1:3])
+                cmdline = (proc / "cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            parents[int(proc.name)] = ppid
+            if pgid == group and title in cmdline:  # a worker of this stack's scheduler
+                workers.append(int(proc.name))
+        doomed = list(workers)
+        for pid in doomed:  # every descendant, breadth first
+            doomed += [child for child, ppid in parents.items() if ppid == pid]
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return doomed
+
     def _wait_healthy(self, deadline: float) -> None:
         """Until ``/api/v2/monitor/health`` reports every started component healthy."""
         wanted = {"scheduler", "triggerer", "dag_processor"} & {
@@ -412,6 +446,12 @@ class AirflowStack:
     def task_log_files(self) -> list[Path]:
         """Every task log file written under the home (worker and triggerer parts)."""
         return sorted(p for p in (self.home / "logs").glob("dag_id=*/**/*.log") if p.is_file())
+
+    @property
+    def known_secrets(self) -> frozenset[str]:
+        """Every secret the stack redacts: its own (admin password, JWT secret, Fernet key,
+        tokens), the ``AIRFLOW_CONN_*`` passwords of ``env`` and the ``secrets`` it was given."""
+        return frozenset(self._secrets)
 
     def files_with_secrets(self) -> list[Path]:
         """Log files under the home (components' and tasks') that hold a secret, unredacted."""

@@ -124,6 +124,27 @@ def test_a_freeze_failure_on_one_vm_thaws_the_others_and_fails_the_run(
     assert templates(sim, backup_name("2026-11-22")) == []  # nothing was copied
 
 
+def test_a_skytap_error_before_the_freeze_is_retried_and_the_backup_made(
+    run_env: dict[str, str], sim: Sim, vms: lab.Lab
+) -> None:
+    # The freeze's first call (the VMs' SSH endpoints) fails for good, as a call does after its
+    # retry deadline in an outage (the soak saw it: three timeouts in six attempts): nothing is
+    # frozen yet, so the task is retried instead of losing the night's backup.
+    sim.admin.faults(
+        rules=[
+            {"method": "GET", "path": "/v2/configurations/1001", "action": "error", "status": 400}
+        ]
+    )
+    ok, out = run(run_env, BACKUP, "2026-11-24", dr_regions=[])
+    assert ok, out[-5000:]
+    got = airflow_cli.run_record(run_env, BACKUP)["task_instances"]
+    freeze = next(t for t in got if t["task_id"] == "freeze" and t["logical_date"] == "2026-11-24")
+    assert freeze["try_number"] == 2, "the first try of the freeze must have failed"
+    assert result_of(run_env, "2026-11-24", "thaw")["consistency"] == "application-consistent"
+    assert len(templates(sim, backup_name("2026-11-24"))) == 1
+    assert vms.frozen() == []
+
+
 def test_a_clone_retry_after_a_copy_made_but_not_reported_reuses_it(
     run_env: dict[str, str], sim: Sim
 ) -> None:
