@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -249,7 +251,7 @@ def _scheduler(
     return out
 
 
-def run_tree(tree: Path, args: argparse.Namespace, raw: Path) -> dict[str, Any]:
+def start_tree(tree: Path, args: argparse.Namespace, raw: Path) -> subprocess.Popen[bytes]:
     """The same cases on another checkout (``tree``), in a subprocess importing from it."""
     bench = tree / "bench"
     bench.mkdir(exist_ok=True)
@@ -261,10 +263,9 @@ def run_tree(tree: Path, args: argparse.Namespace, raw: Path) -> dict[str, Any]:
     cmd += ["--scheduler-runs", str(args.scheduler_runs)]
     if args.keep_logs:
         cmd += ["--keep-logs", str(Path(args.keep_logs) / "before")]
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(tree)
-    subprocess.run(cmd, cwd=tree, env=env, check=True, timeout=3600)
-    return dict(json.loads(raw.read_text()))
+    return subprocess.Popen(cmd, cwd=tree, env=env)
 
 
 def export(rev: str, into: Path) -> Path:
@@ -374,15 +375,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-logs", help="keep each dags test's output in this folder")
     parser.add_argument("--raw-out", help="write the raw figures here and stop (no section)")
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout, a kill) unwinds the with blocks: no lab VM or Airflow left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = machine()
     if args.raw_out:
         Path(args.raw_out).write_text(json.dumps(run_cases(args)))
         return 0
     before = None
     if args.before:
+        # Both trees at once, so both see the same load (the machine is shared and noisy).
         with tempfile.TemporaryDirectory(prefix="bench-window-before-") as tmp:
-            before = run_tree(export(args.before, Path(tmp) / "tree"), args, Path(tmp) / "raw")
-    after = run_cases(args)
+            raw = Path(tmp) / "raw.json"
+            proc = start_tree(export(args.before, Path(tmp) / "tree"), args, raw)
+            try:
+                after = run_cases(args)
+            finally:
+                proc.wait(timeout=3600)
+            before = dict(json.loads(raw.read_text())) if raw.exists() else None
+    else:
+        after = run_cases(args)
     body, data = section(args, after, before)
     command = "make bench BENCH=freeze_window"
     opts = [a for a in (argv or []) if a]
