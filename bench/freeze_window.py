@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, fmt, machine, summary, table, write_section
+from bench.common import RESULTS, ROOT, fmt, machine, summary, table, write_section
 
 NAME = "freeze_window"
 DAG_ID = "skytap_live_clone_backup"
@@ -278,6 +278,40 @@ def export(rev: str, into: Path) -> Path:
     return into
 
 
+FINDINGS = """
+**Where the time went** (the task logs of the runs before the change, and a profile of
+`airflow dags test`): the freeze window held the *start* of three tasks, `clone`,
+`wait_for_clone` and `thaw`, plus the sensor's poll (every 2 s, backing off to 5 s) and the
+thaw's SSH connections. Starting a task is Airflow's own cost: under `airflow dags test`
+Airflow 3.2 builds a new in-process execution API (a FastAPI app with its versioned schemas,
+`InProcessTestSupervisor._api_client` -> `in_process_api_server()`) for every task, 2.3 to
+3.0 s from `[DAG TEST] running task` to `Task started` in this DAG's log on the idle machine
+(1.6 to 2 s for a trivial three-task DAG); under the scheduler a task start is the
+scheduler's loop, the LocalExecutor's process and the DAG file's parse. On a loaded machine
+each start takes tens of seconds, and all of it was downtime. No poll interval can fix that:
+only no task start inside the window can.
+
+**What changed** (commit 0463297, `airflow_provider_skytap/frozen_copy.py`): once every VM
+is frozen, the `freeze` task (`FreezeThenCopyOperator`) runs the copy task's work in its own
+process: it requests the copy, waits for it (0.5 s polls backing off to 1 s, never
+deferring) and runs the DAG's thaw task's thaw the moment Skytap reports the copy complete.
+The `clone` task (`FrozenLiveCloneOperator`) then finds the copy by its name (as a retry
+does), sees it complete and thaws again (idempotent; it is the one that thaws when the freeze
+task could not copy); `wait_for_clone` checks; `thaw` (`all_done`) thaws whatever is left and
+reports per VM. Anything failing after the freeze leaves the VMs frozen for the copy task,
+its retries and the thaw task, as before: the thaw still happens on every path, a failed copy
+still fails the run (now at `clone`, which waits for its copy), the freeze is never retried,
+nothing defers while frozen.
+
+**What is left in the overhead**: the copy request (one POST, about 0.1 s), up to one poll
+interval (0.5 to 1 s), and the thaw's new SSH connection and command per VM (0.2 to 0.5 s
+idle; the freeze's SSH sessions are closed when the freeze ends: keeping them for the thaw
+would save the connection, in `operators/quiesce.py`). With 16 VMs the hosts freeze and thaw
+one after another within each batch of `max_parallel` (8), so the first freeze and the last
+thaw are further apart.
+"""
+
+
 def cell(runs: list[dict[str, Any]], key: str) -> dict[str, float | int]:
     return summary([r[key] for r in runs])
 
@@ -338,6 +372,9 @@ def section(
             brows,
         )
     body += "\n\n" + tasks_table(after)
+    if before is not None:
+        body += "\n\nBefore:\n\n" + tasks_table(before)
+    body += "\n\n" + FINDINGS.strip()
     data = {"args": vars(args), "after": after, "before": before, "verdicts": verdicts}
     return body, data
 
@@ -365,6 +402,21 @@ def tasks_table(figs: dict[str, Any]) -> str:
     )
 
 
+TITLE = "Freeze window overhead"
+
+
+def rewrite() -> int:
+    """The section again from ``bench/results/freeze_window.json``: the run's figures, machine
+    and command as recorded, the text as this module now writes it."""
+    import bench.common
+
+    old = json.loads((RESULTS / f"{NAME}.json").read_text())
+    body, data = section(argparse.Namespace(**old["args"]), old["after"], old["before"])
+    bench.common.machine = lambda: old["machine_end"]  # the end as it was, not now
+    write_section(NAME, TITLE, old["command"], body, data, started=old["machine"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.freeze_window", description=__doc__)
     parser.add_argument("--hosts", default="1,16")
@@ -373,11 +425,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler-runs", type=int, default=2)
     parser.add_argument("--before", help="also measure this commit (git archive), first")
     parser.add_argument("--keep-logs", help="keep each dags test's output in this folder")
+    parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="rewrite the section's text from its committed JSON (same figures, no run)",
+    )
     parser.add_argument("--raw-out", help="write the raw figures here and stop (no section)")
     args = parser.parse_args(argv)
     # SIGTERM (a timeout, a kill) unwinds the with blocks: no lab VM or Airflow left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = machine()
+    if args.rewrite:
+        return rewrite()
     if args.raw_out:
         Path(args.raw_out).write_text(json.dumps(run_cases(args)))
         return 0
@@ -399,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = [a for a in (argv or []) if a]
     if opts:
         command = "PYTHONPATH=$PWD .venv/bin/python -m bench.freeze_window " + " ".join(opts)
-    write_section(NAME, "Freeze window overhead", command, body, data, started=started)
+    write_section(NAME, TITLE, command, body, data, started=started)
     errors = after.get("errors", []) + (before or {}).get("errors", [])
     for e in errors:
         print(e, file=sys.stderr)
