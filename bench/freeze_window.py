@@ -414,13 +414,26 @@ def tasks_table(figs: dict[str, Any]) -> str:
 TITLE = "Freeze window overhead"
 
 
-def rewrite() -> int:
+def rewrite(merge: dict[str, str]) -> int:
     """The section again from ``bench/results/freeze_window.json``: the run's figures, machine
-    and command as recorded, the text as this module now writes it."""
+    and command as recorded, the text as this module now writes it; ``merge`` maps ``after``
+    or ``before`` to a ``--raw-out`` file whose scheduler figures are added."""
     import bench.common
 
     old = json.loads((RESULTS / f"{NAME}.json").read_text())
+    for which, path in merge.items():
+        other = json.loads(Path(path).read_text())
+        old[which] = dict(old.get(which) or {}) | {"scheduler": other["scheduler"]}
+        old[which]["errors"] = old[which].get("errors", []) + other.get("errors", [])
+        old.setdefault("merged", {})[which] = other.get("machine", {})
     body, data = section(argparse.Namespace(**old["args"]), old["after"], old["before"])
+    if merge:
+        body += (
+            "\n\nThe scheduler figures were measured by a second invocation at the same time "
+            "(`--dags-test-runs 0 --scheduler-runs N --raw-out`; the same lab set-up, its own "
+            "VMs and simulator), merged with `--rewrite --merge`."
+        )
+    data["merged"] = old.get("merged", {})
     bench.common.machine = lambda: old["machine_end"]  # the end as it was, not now
     write_section(NAME, TITLE, old["command"], body, data, started=old["machine"])
     return 0
@@ -439,15 +452,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rewrite the section's text from its committed JSON (same figures, no run)",
     )
+    parser.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="WHICH=PATH",
+        help="with --rewrite: take the scheduler figures of after or before from a --raw-out "
+        "file of another invocation (e.g. after=/tmp/sched.json)",
+    )
     parser.add_argument("--raw-out", help="write the raw figures here and stop (no section)")
     args = parser.parse_args(argv)
     # SIGTERM (a timeout, a kill) unwinds the with blocks: no lab VM or Airflow left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = machine()
     if args.rewrite:
-        return rewrite()
+        return rewrite(dict(m.split("=", 1) for m in args.merge))
     if args.raw_out:
-        Path(args.raw_out).write_text(json.dumps(run_cases(args)))
+        figures = run_cases(args)
+        Path(args.raw_out).write_text(json.dumps(figures | {"machine": started}))
         return 0
     before = None
     if args.before:
