@@ -312,12 +312,24 @@ its retries and the thaw task, as before: the thaw still happens on every path, 
 still fails the run (now at `clone`, which waits for its copy), the freeze is never retried,
 nothing defers while frozen.
 
+**The machine**: other helpers' benchmarks and tests ran at the same time (load average
+50 to 80 on 2 cores, see the header), so every figure here is far above what an idle machine
+gives, and "before" suffers most: each task start inside its window took 10 to 40 s. Single
+runs on the idle machine at the start of this session (load 5, 1 VM, `airflow dags test`):
+5.98 s overhead at 9bc3e5a. Before and after ran side by side (two processes, same load).
+The copy's own time is counted to the read of its last disk chunk (`copy`; the simulator's
+disk copier lags behind its schedule on a busy machine, `copier_lag` in the JSON), not to the
+nominal 3 s.
+
 **What is left in the overhead**: the copy request (one POST, about 0.1 s), up to one poll
 interval (0.5 to 1 s), and the thaw's new SSH connection and command per VM (0.2 to 0.5 s
 idle; the freeze's SSH sessions are closed when the freeze ends: keeping them for the thaw
 would save the connection, in `operators/quiesce.py`). With 16 VMs the hosts freeze and thaw
-one after another within each batch of `max_parallel` (8), so the first freeze and the last
-thaw are further apart.
+in batches of `max_parallel` (8 by default): all 16 must be frozen before the copy starts,
+and the last thaw comes after 16 new SSH connections, so 16 VMs add several seconds on each
+side under this load (`before / after the copy` columns). That is the VM side
+(`operators/quiesce.py`): keeping the freeze's SSH sessions open for the thaw, and a larger
+`max_parallel`, are where the rest is.
 """
 
 
@@ -429,9 +441,12 @@ def rewrite(merge: dict[str, str]) -> int:
     body, data = section(argparse.Namespace(**old["args"]), old["after"], old["before"])
     if merge:
         body += (
-            "\n\nThe scheduler figures were measured by a second invocation at the same time "
-            "(`--dags-test-runs 0 --scheduler-runs N --raw-out`; the same lab set-up, its own "
-            "VMs and simulator), merged with `--rewrite --merge`."
+            "\n\nThe scheduler figures were measured by other invocations while this one ran "
+            "(`--dags-test-runs 0 --scheduler-runs 2 --raw-out`, the same lab set-up with its "
+            "own VMs and simulator; "
+            + ", ".join(f"{w} started {m.get('date')}" for w, m in old["merged"].items())
+            + "; before on `git archive 9bc3e5a`, one after the other, not side by side), "
+            "merged with `--rewrite --merge`."
         )
     data["merged"] = old.get("merged", {})
     bench.common.machine = lambda: old["machine_end"]  # the end as it was, not now
