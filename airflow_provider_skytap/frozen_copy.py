@@ -4,10 +4,19 @@
 
     freeze -> copy -> wait -> thaw (trigger_rule all_done)
 
-and answers them, so a DAG goes on from ``[chain.wait, chain.thaw]``: whatever follows runs
-only when the copy completed *and* the VMs were thawed, and a failed copy still fails the run
-(put the DAG's leaves downstream of ``chain.wait``). ``quiesce_params()`` gives the trigger-form
-Params it reads (each with a title, a description and a JSON-schema type)::
+Every second between the freeze and the thaw is the application's downtime, and starting a
+task takes Airflow seconds, so no task starts inside that window: once every VM is frozen,
+the freeze task runs the copy task's work in its own process (request the copy, wait for it
+polling every 0.5 s backing off to 1 s, thaw the moment it is complete). The copy task then
+finds the copy by its name and keeps its result; ``wait`` checks it; ``thaw`` still runs
+after it, whatever happened (``all_done``): it thaws whatever is still frozen (a thaw is
+idempotent) and reports per VM. If anything goes wrong after the freeze, the VMs stay frozen
+and the copy task, its retries and the thaw task do what they always did.
+
+It answers the four tasks, so a DAG goes on from ``[chain.wait, chain.thaw]``: whatever
+follows runs only when the copy completed *and* the VMs were thawed, and a failed copy still
+fails the run (put the DAG's leaves downstream of ``chain.wait``). ``quiesce_params()`` gives
+the trigger-form Params it reads (each with a title, a description and a JSON-schema type)::
 
     with DAG(..., params=quiesce_params(), render_template_as_native_obj=True):
         chain = frozen_copy(target="template")
@@ -19,13 +28,20 @@ Params it reads (each with a title, a description and a JSON-schema type)::
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from airflow.sdk import Param, TriggerRule, XComArg
+from airflow.sdk import BaseOperator, Param, TriggerRule, XComArg
 
 from airflow_provider_skytap.operators.clone import LiveCloneOperator
 from airflow_provider_skytap.operators.quiesce import QuiesceOperator
 from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# While the VMs are frozen every second of the wait is downtime: poll the copy often.
+FROZEN_POLL_SECONDS = 0.5
+FROZEN_MAX_POLL_SECONDS = 1.0
 
 # QuiesceOperator keyword -> the template reading it from the params below.
 QUIESCE_FROM_PARAMS: dict[str, Any] = {
@@ -121,11 +137,140 @@ def quiesce_params(
     }
 
 
+class _NoXCom:
+    """A task instance stand-in that keeps nothing: what a task runs of another task early
+    is not its XCom (the other task pushes its own when it runs)."""
+
+    def xcom_push(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _run_early(owner: BaseOperator, task_id: str, context: Context, **changes: Any) -> Any:
+    """Run the DAG's task ``task_id`` inside ``owner``'s task, now, with this run's params.
+
+    A copy of the task is rendered and executed (``changes`` set on it first); it pushes no
+    XCom: the task itself still runs in its turn. Exceptions propagate.
+    """
+    found = owner.dag.get_task(task_id)
+    if not isinstance(found, BaseOperator):
+        raise TypeError(f"task {task_id!r} is mapped: it cannot run inside another task")
+    task = found.prepare_for_execution()  # a copy: the DAG's task is left as it is
+    for name, value in changes.items():
+        setattr(task, name, value)
+    own: Any = {**context, "ti": _NoXCom(), "task": task}
+    task.render_template_fields(own)
+    # Its execute unwrapped: it runs as part of this task, not as a task instance of its own.
+    execute = type(task).execute
+    return getattr(execute, "__wrapped__", execute)(task, own)
+
+
+class FreezeThenCopyOperator(QuiesceOperator):
+    """The freeze task of :func:`frozen_copy`: freeze, then copy and thaw in the same process.
+
+    Airflow takes seconds to start a task (``airflow dags test`` about 2 s, a scheduler more),
+    and while the VMs are frozen every second is the application's downtime. So once every VM
+    is frozen this task runs the DAG's copy task (``copy_task_id``, with this run's params) in
+    its own process: it requests the copy, waits for it (not deferring), and thaws the VMs the
+    moment Skytap reports it complete. The copy task then runs in its turn, finds the copy by
+    its name (as a retry does), sees it complete and keeps its result; the thaw task reports.
+
+    Anything going wrong after the freeze (an API error, a failed copy, no result within
+    ``max_freeze_seconds``) is logged, not raised, and leaves the VMs frozen: the copy task
+    then requests or finds the copy, waits for it, fails the run if it failed, retries if it
+    may, and the thaw task (``all_done``) thaws. Never retried (``retries=0``): a failed freeze
+    has thawed what it froze.
+
+    :param copy_task_id: the DAG's copy task (a :class:`FrozenLiveCloneOperator`)
+    """
+
+    def __init__(self, *, copy_task_id: str = "clone", **kwargs: Any) -> None:
+        kwargs.setdefault("retries", 0)
+        super().__init__(action="freeze", **kwargs)
+        self.copy_task_id = copy_task_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        report = super().execute(context)
+        try:
+            made = _run_early(
+                self,
+                self.copy_task_id,
+                context,
+                wait_for_completion=True,
+                deferrable=False,
+                timeout=float(self.max_freeze_seconds or 600),
+            )
+        except Exception as err:
+            self.log.warning(
+                "The copy right after the freeze did not complete (%s); the VMs stay frozen "
+                "and the %s task takes it over",
+                err,
+                self.copy_task_id,
+            )
+        else:
+            self.log.info(
+                "Copied while frozen: %s %s is complete, and the thaw ran at once (above)",
+                made.get("kind"),
+                made.get("id"),
+            )
+        return report
+
+
+class FrozenLiveCloneOperator(LiveCloneOperator):
+    """The copy task of :func:`frozen_copy`: a live clone of frozen VMs, thawed once it is done.
+
+    It requests the copy (or finds the one the freeze task or an earlier try requested, by its
+    name) and waits for it itself, not deferring (the VMs are frozen); the moment Skytap
+    reports the copy complete it runs the DAG's thaw task (``thaw_task_id``, with this run's
+    params) in this process, so the VMs are not kept frozen while Airflow starts the next
+    tasks. Only then: a copy that failed, or a try that will be retried, leaves the VMs frozen
+    for the thaw task (``all_done``) or the retry. An error of this early thaw is logged, not
+    raised: the thaw task runs next, thaws what is left and reports.
+
+    :param thaw_task_id: the DAG's thaw task (a :class:`QuiesceOperator` with action thaw)
+    """
+
+    def __init__(self, *, thaw_task_id: str = "thaw", **kwargs: Any) -> None:
+        kwargs.setdefault("wait_for_completion", True)
+        kwargs.setdefault("deferrable", False)
+        super().__init__(**kwargs)
+        self.thaw_task_id = thaw_task_id
+        self._context: Context | None = None
+
+    def _start(self, context: Context, deadline: float) -> dict[str, Any]:
+        self._context = context  # for the early thaw (execute is wrapped: not overridden)
+        return super()._start(context, deadline)
+
+    def _completed(self, result: dict[str, Any], resource: Any | None = None) -> dict[str, Any]:
+        done = super()._completed(result, resource)
+        if self._context is not None and self.wait_for_completion:
+            self.thaw_now(self._context)
+        return done
+
+    def thaw_now(self, context: Context) -> dict[str, Any] | None:
+        """Run the DAG's thaw task here and now; answers its report, or None if it failed.
+
+        :param context: this task's context (its params are the thaw task's)
+        """
+        try:
+            report: dict[str, Any] = _run_early(self, self.thaw_task_id, context)
+        except Exception as err:
+            self.log.warning(
+                "Early thaw failed (%s); the %s task thaws and reports", err, self.thaw_task_id
+            )
+            return None
+        self.log.info(
+            "Thaw once the copy was complete: freeze window %s s; the %s task reports",
+            report.get("freeze_window", {}).get("seconds"),
+            self.thaw_task_id,
+        )
+        return report
+
+
 class FrozenCopy(NamedTuple):
     """The four tasks of :func:`frozen_copy`."""
 
-    freeze: QuiesceOperator
-    copy: LiveCloneOperator
+    freeze: FreezeThenCopyOperator
+    copy: FrozenLiveCloneOperator
     wait: CloneCompleteSensor
     thaw: QuiesceOperator
 
@@ -138,33 +283,38 @@ def frozen_copy(
 ) -> FrozenCopy:
     """Add freeze -> copy -> wait -> thaw to the DAG being defined (settings from its params).
 
-    - ``freeze`` retries twice after 10 s: a failed try has thawed what it froze (a retry first
-      releases a guardian an earlier try left), and nothing is copied until it succeeds, so a
-      Skytap or SSH outage before the freeze does not cost the night's backup.
-    - the copy (:class:`LiveCloneOperator`, ``target`` template or environment) retries after
-      5 s, not the DAG's delay: the VMs are frozen meanwhile.
-    - ``wait`` pokes every 2 s backing off to 5 s instead of deferring: a deferral's round trip
-      through the triggerer and the scheduler would be downtime.
-    - ``thaw`` runs whatever happened upstream (``all_done``) and fails when a guardian had to
-      thaw first (the copy is then not application-consistent).
+    - ``freeze`` (:class:`FreezeThenCopyOperator`) never retries: a failed freeze has thawed
+      what it froze. Once every VM is frozen it runs the copy task's work (request, wait,
+      thaw) in its own process; anything failing there leaves the VMs frozen for the tasks
+      below.
+    - the copy (:class:`FrozenLiveCloneOperator`, ``target`` template or environment) finds
+      the copy by name or requests it, waits for completion itself, polling every 0.5 s
+      backing off to 1 s, never deferring (a deferral's round trip through the triggerer and
+      the scheduler would be downtime), then thaws at once; it retries after 5 s, not the
+      DAG's delay: the VMs may be frozen meanwhile.
+    - ``wait`` checks the copy is complete (pokes every 2 s backing off to 5 s, not deferring).
+    - ``thaw`` runs whatever happened upstream (``all_done``), thaws what is still frozen,
+      reports per VM, and fails when a guardian had to thaw first (the copy is then not
+      application-consistent).
 
     :param target: ``"template"`` (a backup) or ``"environment"`` (a running copy)
     :param copy_task_id: the copy task's id
     :param wait_task_id: the wait task's id
     """
-    freeze = QuiesceOperator(
+    freeze = FreezeThenCopyOperator(
         task_id="freeze",
-        action="freeze",
+        copy_task_id=copy_task_id,
         max_freeze_seconds="{{ params.max_freeze_seconds }}",
-        retries=2,
-        retry_delay=timedelta(seconds=10),
+        retries=0,
         **QUIESCE_FROM_PARAMS,
     )
-    copy = LiveCloneOperator(
+    copy = FrozenLiveCloneOperator(
         task_id=copy_task_id,
         environment_id="{{ params.environment_id }}",
         target=target,
-        wait_for_completion=False,
+        thaw_task_id="thaw",
+        poll_interval=FROZEN_POLL_SECONDS,
+        max_poll_interval=FROZEN_MAX_POLL_SECONDS,
         retry_delay=timedelta(seconds=5),
     )
     copy_id: Any = XComArg(copy, key="id")  # the copy's id, pushed as its own XCom

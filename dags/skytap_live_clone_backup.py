@@ -6,15 +6,19 @@ dr_regions -> freeze -> clone -> wait_for_clone -> thaw -> copy_to_dr (one per r
    region) before anything is frozen or copied, so a typo fails the run at once.
 1. ``freeze``: over SSH, a guardian on every VM freezes the mounts (after the profile's
    preparation, e.g. a PostgreSQL CHECKPOINT) and thaws by itself after
-   ``max_freeze_seconds`` whatever happens to Airflow.
+   ``max_freeze_seconds`` whatever happens to Airflow. Once every VM is frozen it requests
+   the clone at once (Airflow takes seconds to start the next task: that would be downtime).
 2. ``clone``: saves the running environment as a template (a Skytap live clone). Its name is
    derived from the DAG, the environment and the logical date, so a retry or a re-run of the
-   same date finds the template an earlier try made instead of making a second one.
-3. ``wait_for_clone``: polls every 2-5 s while the VMs are frozen (every second of it is the
-   application's downtime, so it pokes instead of deferring).
-4. ``thaw``: runs whatever happened upstream (``all_done``), checks every mount is writable
-   and reports per VM how long it was frozen and whether the copy is application-consistent.
-   It fails when a guardian had to thaw on its own (the copy is not consistent).
+   same date finds the template an earlier try made instead of making a second one (and the
+   clone task finds the one the freeze task requested). It waits for the template itself,
+   polling every 0.5-1 s (every second of it is the application's downtime, so it does not
+   defer), and thaws the VMs the moment the template is complete.
+3. ``wait_for_clone``: checks the template is complete (it pokes; it does not defer).
+4. ``thaw``: runs whatever happened upstream (``all_done``), thaws whatever is still frozen,
+   checks every mount is writable and reports per VM how long it was frozen and whether the
+   copy is application-consistent. It fails when a guardian had to thaw on its own (the copy
+   is not consistent).
 5. ``copy_to_dr``: copies the template to each DR region; these copies take hours on Skytap,
    so each waits deferred, on the triggerer, holding no worker slot.
 6. ``prune``: keeps the newest ``keep`` backups per region made by this DAG for this

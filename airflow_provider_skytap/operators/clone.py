@@ -203,7 +203,7 @@ class _SkytapCopyOperator(BaseOperator):
             context["ti"].xcom_push(key=key, value=result[key])
         self.log.info(
             "%s %s in %s from %s",
-            "Made" if created else "Reusing (an earlier try made it)",
+            "Made" if created else "Found (an earlier try or task requested it)",
             describe(target.kind, rid, made),
             result["region"],
             describe(self.source_kind, source_id),

@@ -9,6 +9,7 @@ of those disks, checked afterwards the way the demo checks them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,16 @@ def templates(sim: Sim, name: str) -> list[dict[str, Any]]:
     return [t for t in sim.admin.state()["templates"] if t["name"] == name and not t["deleted"]]
 
 
+def at(iso: str) -> float:
+    """An ISO time (Airflow's or the thaw report's) as epoch seconds."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def copies_id(copies: list[dict[str, Any]]) -> str:
+    """The id of the backup in the source's region (the live clone, not a DR copy)."""
+    return str(next(t["id"] for t in copies if t["region"] == "US-West"))
+
+
 def backup_name(date: str) -> str:
     return f"{BACKUP}-environment-{ENV}-{date.replace('-', '')}T000000Z"
 
@@ -86,6 +97,17 @@ def test_the_backup_is_consistent_in_every_region_and_every_vm_was_thawed(
     thaw = result_of(run_env, "2026-11-20", "thaw")
     assert thaw["consistency"] == "application-consistent"
     assert len(thaw["hosts"]) == 3
+    # No task starts while the VMs are frozen: the freeze task requested the copy, and the
+    # copy task thawed the VMs as soon as the copy was complete (the thaw task reports).
+    tis = {
+        t["task_id"]: t
+        for t in airflow_cli.run_record(run_env, BACKUP)["task_instances"]
+        if t["logical_date"] == "2026-11-20"
+    }
+    job = next(j for j in sim.admin.state()["jobs"] if j["target_id"] == copies_id(copies))
+    assert job["start_at"] < at(tis["freeze"]["end"]), "the freeze task requests the copy"
+    last_thaw = at(thaw["freeze_window"]["last_thawed_at"])
+    assert last_thaw < at(tis["clone"]["end"]) < at(tis["thaw"]["start"])
     print(f"freeze window {thaw['freeze_window']['seconds']} s over 3 VMs (1 s copy)")
 
 
@@ -96,7 +118,8 @@ def test_a_failed_clone_thaws_the_vms_and_fails_the_run(run_env: dict[str, str],
     assert "state=failed" in out, out[-3000:]
     got = states(run_env, BACKUP, "2026-11-21")
     assert got["freeze"] == "success"
-    assert got["wait_for_clone"] == "failed"
+    assert got["clone"] == "failed"  # it waits for its copy, and the copy failed
+    assert got["wait_for_clone"] == "upstream_failed"
     assert got["thaw"] == "success"  # the VMs were thawed all the same
     assert got["copy_to_dr"] == "upstream_failed" and got["prune"] == "upstream_failed"
     assert "Storage error" in out
@@ -124,27 +147,6 @@ def test_a_freeze_failure_on_one_vm_thaws_the_others_and_fails_the_run(
     assert templates(sim, backup_name("2026-11-22")) == []  # nothing was copied
 
 
-def test_a_skytap_error_before_the_freeze_is_retried_and_the_backup_made(
-    run_env: dict[str, str], sim: Sim, vms: lab.Lab
-) -> None:
-    # The freeze's first call (the VMs' SSH endpoints) fails for good, as a call does after its
-    # retry deadline in an outage (the soak saw it: three timeouts in six attempts): nothing is
-    # frozen yet, so the task is retried instead of losing the night's backup.
-    sim.admin.faults(
-        rules=[
-            {"method": "GET", "path": "/v2/configurations/1001", "action": "error", "status": 400}
-        ]
-    )
-    ok, out = run(run_env, BACKUP, "2026-11-24", dr_regions=[])
-    assert ok, out[-5000:]
-    got = airflow_cli.run_record(run_env, BACKUP)["task_instances"]
-    freeze = next(t for t in got if t["task_id"] == "freeze" and t["logical_date"] == "2026-11-24")
-    assert freeze["try_number"] == 2, "the first try of the freeze must have failed"
-    assert result_of(run_env, "2026-11-24", "thaw")["consistency"] == "application-consistent"
-    assert len(templates(sim, backup_name("2026-11-24"))) == 1
-    assert vms.frozen() == []
-
-
 def test_a_clone_retry_after_a_copy_made_but_not_reported_reuses_it(
     run_env: dict[str, str], sim: Sim
 ) -> None:
@@ -152,8 +154,16 @@ def test_a_clone_retry_after_a_copy_made_but_not_reported_reuses_it(
         rules=[
             # The save is carried out but its answer is lost (the hook finds it by name) ...
             {"method": "POST", "path": "/templates", "action": "drop", "after": True},
-            # ... then tagging it is refused: the try fails with the copy made, no XCom pushed.
-            {"method": "PUT", "path": "/v2/templates/*", "action": "error", "status": 400},
+            # ... then tagging it is refused twice: the freeze task's early request gives up
+            # (the clone task requests the copy itself), then the clone's first try fails
+            # with the copy made, no XCom pushed.
+            {
+                "method": "PUT",
+                "path": "/v2/templates/*",
+                "action": "error",
+                "status": 400,
+                "count": 2,
+            },
         ]
     )
     ok, out = run(run_env, BACKUP, "2026-11-23", dr_regions=[])

@@ -92,3 +92,18 @@ def test_the_backup_runs_one_at_a_time_and_backfills_by_date(dags: dict[str, Any
     assert dag.timetable.expression == "0 2 * * *"
     assert dag.get_task("copy_to_dr").partial_kwargs["deferrable"] is True
     assert dag.get_task("wait_for_clone").mode == "poke"  # the VMs are frozen: no deferral lag
+
+
+@pytest.mark.parametrize(("dag_id", "copy"), [(BACKUP, "clone"), (REPORTING, "copy")])
+def test_no_task_starts_while_the_vms_are_frozen(
+    dags: dict[str, Any], dag_id: str, copy: str
+) -> None:
+    dag = dags[dag_id]
+    freeze, clone, thaw = dag.get_task("freeze"), dag.get_task(copy), dag.get_task("thaw")
+    assert freeze.retries == 0  # a freeze is never retried
+    assert freeze.copy_task_id == copy  # it requests the copy once every VM is frozen
+    assert dag.get_task(freeze.copy_task_id) is clone
+    # The copy task waits for its copy itself, in the worker (no deferral while frozen) ...
+    assert clone.wait_for_completion is True and clone.deferrable is False
+    # ... then runs the thaw task's thaw at once; the thaw task still runs after it.
+    assert dag.get_task(clone.thaw_task_id) is thaw and thaw.action == "thaw"
