@@ -12,8 +12,9 @@ Each run is ``skytap_live_clone_backup`` triggered through the REST API with its
 date (one per day, so each backup is named after its date; a backfill cannot make 50 runs: the
 DAG starts on 2026-11-01), with one DR region and ``keep=2``. Runs go one after another, so that
 after each one the soak can check that no VM is frozen and no guardian is left. One run (
-``--kill-run``) has its ``wait_for_clone`` worker SIGKILLed (the LocalExecutor worker and its
-task process) while the VMs are frozen: the guardians must thaw by their deadline.
+``--kill-run``) has its ``freeze`` worker SIGKILLed (the LocalExecutor worker and its task
+process) while the VMs are frozen and the copy runs (the freeze task holds them through the
+copy): the guardians must thaw by their deadline.
 
 Checked and reported: runs green and failed (by task and error), tasks retried and why,
 injected failures by kind (the simulator's request log), duplicates in the simulator's final
@@ -58,7 +59,8 @@ REGION = "US-West"  # environment 1001's region: where the clone's template is
 MAX_FREEZE = 120
 KILL_MAX_FREEZE = 30  # the killed run's deadline; its copy outlasts it (--kill-copy-seconds)
 CONN_TIMEOUT = 10  # seconds one HTTP request may take (the connection's `timeout`)
-RETRY_DEADLINE = 60  # seconds one hook call keeps retrying (the connection's `retry_deadline`)
+RETRY_DEADLINE = 300  # seconds one hook call keeps retrying (the connection's `retry_deadline`;
+# default 600: with 60 s, one call met 6 faults in a row in a soak and the run failed)
 HEARTBEAT_TIMEOUT = 20  # [scheduler] task_instance_heartbeat_timeout, for the killed worker
 # One draw per request: these add up to 18%; the delay rules below (one every
 # `--delay-every` seconds, longer than the connection's timeout) make up the rest.
@@ -327,28 +329,29 @@ class Soak:
         vms: lab.Lab,
         watcher: Watcher,
     ) -> None:
+        # The freeze task holds the VMs frozen through the copy (frozen_copy: it requests the
+        # copy, waits and thaws in its own process): kill it once every VM's writer is stalled.
         tis = {ti["task_id"]: ti for ti in af.task_instances(DAG_ID, run_id)}
-        wait = tis.get("wait_for_clone") or {}
-        if (tis.get("freeze") or {}).get("state") != "success" or wait.get("state") != "running":
+        freeze = tis.get("freeze") or {}
+        if freeze.get("state") != "running":
             return
-        time.sleep(1.0)  # the sensor's first poke is under way
         stalled = watcher.stalled_now()
-        pids = af.kill_task_worker(wait["id"])
+        if len(stalled) < len(vms.vms):
+            return  # not every VM frozen yet
+        pids = af.kill_task_worker(freeze["id"])
         if not pids:
-            return  # between poke and reschedule: try again at the next poll
-        freeze = af.xcom(DAG_ID, run_id, "freeze")
+            return  # its worker not found this time: try again at the next poll
         self.kill = {
             "run_id": run_id,
-            "task": "wait_for_clone",
-            "try": wait["try_number"],
+            "task": "freeze",
+            "try": freeze["try_number"],
             "pids": pids,
             "killed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "vms_stalled_at_kill": stalled,
-            "deadline_at": {h["host"]: h.get("deadline_at") for h in freeze["hosts"]},
         }
         print(
-            f"  SIGKILL the worker running wait_for_clone (pids {pids}); writers stalled at "
-            f"that moment: {stalled}"
+            f"  SIGKILL the worker running freeze, every VM frozen (pids {pids}); writers "
+            f"stalled at that moment: {stalled}"
         )
 
     def inspect(self, af: AirflowStack, record: dict[str, Any]) -> None:
@@ -786,7 +789,7 @@ def write(
     ]
     if kill:
         body += [
-            f"Run `{kill['run_id']}`: the LocalExecutor worker running `wait_for_clone` (try "
+            f"Run `{kill['run_id']}`: the LocalExecutor worker running `{kill['task']}` (try "
             f"{kill['try']}) and its task process were SIGKILLed (pids {kill['pids']}) at "
             f"{kill['killed_at']}, the VMs frozen (writers stalled then: "
             f"{kill['vms_stalled_at_kill']}). The run ended **{kill_run.get('state')}**, "
