@@ -62,8 +62,10 @@ CONN_TIMEOUT = 10  # seconds one HTTP request may take (the connection's `timeou
 RETRY_DEADLINE = 300  # seconds one hook call keeps retrying (the connection's `retry_deadline`;
 # default 600: with 60 s, one call met 6 faults in a row in a soak and the run failed)
 HEARTBEAT_TIMEOUT = 20  # [scheduler] task_instance_heartbeat_timeout, for the killed worker
-# One draw per request: these add up to 18%; the delay rules below (one every
-# `--delay-every` seconds, longer than the connection's timeout) make up the rest.
+# One draw per request: these add up to 18%; the delay rules below (a request delayed past the
+# connection's timeout, on average one in `--delay-every` requests) make up the rest. Counted in
+# requests, not seconds: a delay installed every N seconds hits every retry of a lone caller
+# that retries about that often (a soak saw one call time out 12 times in a row).
 ERROR_RATES = {423: 0.04, 429: 0.04, 500: 0.03, 503: 0.04}
 DROP_RATE = 0.03
 AMBIGUOUS = 0.5  # of the 5xx and drops that hit a write, the part after it was carried out
@@ -225,6 +227,7 @@ class Soak:
         self.runs: list[dict[str, Any]] = []
         self.kill: dict[str, Any] = {}
         self.delay_rules = 0
+        self.next_delay_at = 0  # the request count at which the next delay rule is installed
         self.after_run: list[dict[str, Any]] = []
 
     # -- faults --------------------------------------------------------------------------
@@ -278,12 +281,11 @@ class Soak:
         run_id = af.trigger(DAG_ID, self.conf(killing), logical, unpause=index == 0)
         print(f"run {index + 1}/{self.args.runs} {logical:%Y-%m-%d %H:%M} started", flush=True)
         state = "queued"
-        next_delay = began + self.rng.uniform(0, self.args.delay_every)
         while time.monotonic() - began < RUN_TIMEOUT:
-            now = time.monotonic()
-            if now >= next_delay:
+            seen = len(watcher.requests)  # merged from the request log every few seconds
+            if seen >= self.next_delay_at:
                 self.faults(admin, with_delay=True)
-                next_delay = now + self.args.delay_every
+                self.next_delay_at = seen + 1 + int(self.rng.expovariate(1 / self.args.delay_every))
             state = af.dag_run(DAG_ID, run_id)["state"]
             if state in ("success", "failed"):
                 break
@@ -468,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regions", nargs="+", default=["EMEA"])
     parser.add_argument("--keep", type=int, default=2)
     parser.add_argument(
-        "--delay-every", type=float, default=20.0, help="seconds between injected timeouts"
+        "--delay-every",
+        type=float,
+        default=33.0,
+        help="requests per injected timeout, on average (33: about 3%%)",
     )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
@@ -741,8 +746,8 @@ def write(
         f"{args.region_copy_seconds:g} s; connection timeout {CONN_TIMEOUT} s, retry_deadline "
         f"{RETRY_DEADLINE} s; faults: {', '.join(f'{k} {v:.0%}' for k, v in ERROR_RATES.items())}"
         f", drops {DROP_RATE:.0%} (of the 5xx and drops hitting a write, {AMBIGUOUS:.0%} after "
-        f"it was carried out), one request delayed {CONN_TIMEOUT + 2} s every "
-        f"{args.delay_every:g} s; `[scheduler] task_instance_heartbeat_timeout` "
+        f"it was carried out), one request in {args.delay_every:g} on average delayed "
+        f"{CONN_TIMEOUT + 2} s; `[scheduler] task_instance_heartbeat_timeout` "
         f"{HEARTBEAT_TIMEOUT} s. The soak took {result['soak_seconds'] / 60:.1f} min.",
         "",
         *(
