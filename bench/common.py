@@ -76,26 +76,20 @@ def machine() -> dict[str, Any]:
 
 
 def _commit() -> str:
+    """The short commit id, with ``+changes`` when tracked files differ from it."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "?"
-    return out.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+    return head + ("+changes" if dirty else "")
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+    )
+    return done.stdout.strip()
 
 
 def summary(values: Sequence[float]) -> dict[str, float | int]:
