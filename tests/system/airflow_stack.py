@@ -84,6 +84,10 @@ class AirflowStackError(RuntimeError):
     """The stack could not start, or the REST API answered with an error."""
 
 
+class SQLiteLockedError(AirflowStackError):
+    """The api-server answered 500 because SQLite refused it the write lock."""
+
+
 @dataclass
 class Component:
     """One Airflow component: its command line, log file and process (None until started)."""
@@ -492,10 +496,13 @@ class AirflowStack:
         """One authenticated REST call; the decoded JSON answer, or AirflowStackError.
 
         A 500 from SQLite's "database is locked" is asked again (at most 3 times, each said):
-        the api-server's transaction was rolled back, and with four components writing one
-        SQLite file a write can find the lock taken at once, whatever the busy timeout.
+        with four components writing one SQLite file a write can find the lock taken at once,
+        whatever the busy timeout, and for most endpoints the whole request was rolled back.
+        An endpoint that commits part of its work first (``POST /backfills``) passes
+        ``ask_again_if_locked=False`` and gets :class:`SQLiteLockedError` to clean up after.
         """
         extra_headers = kwargs.pop("headers", {})
+        ask_again_if_locked = kwargs.pop("ask_again_if_locked", True)
         renewed, locked = False, 0
         while True:
             headers = {**extra_headers, "Authorization": f"Bearer {self.token()}"}
@@ -509,6 +516,8 @@ class AirflowStack:
             detail = ""
             if answer.status_code >= 500:  # the api-server's traceback says why
                 new_log = self._log_since("api-server", log_size)
+                if "database is locked" in new_log and not ask_again_if_locked:
+                    raise SQLiteLockedError(f"{method} {path} answered 500: database is locked")
                 if "database is locked" in new_log and locked < 3:
                     locked += 1
                     print(f"airflow: {method} {path}: SQLite was locked; asking again ({locked})")
@@ -593,6 +602,35 @@ class AirflowStack:
         run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         print(f"airflow: triggered {dag_id} run {run['dag_run_id']} ({run['state']})")
         return str(run["dag_run_id"])
+
+    def backfill(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /api/v2/backfills`` with ``body``; the backfill made.
+
+        Airflow commits the backfill's row before it makes its runs, so a request that SQLite
+        refused half way leaves a backfill with no runs, and asking again answers 409 ("There
+        is already a running backfill") until the scheduler drops it two minutes later. So a
+        locked request is followed by cancelling the backfills it left, then asked again.
+        """
+        dag_id = str(body["dag_id"])
+
+        def running() -> set[int]:
+            made = self.request("GET", "/api/v2/backfills", params={"dag_id": dag_id})
+            return {b["id"] for b in made["backfills"] if b["completed_at"] is None}
+
+        before = running()
+        for attempt in range(1, 4):
+            try:
+                return dict(
+                    self.request("POST", "/api/v2/backfills", json=body, ask_again_if_locked=False)
+                )
+            except SQLiteLockedError:
+                if attempt == 3:
+                    raise
+            for orphan in sorted(running() - before):
+                self.request("PUT", f"/api/v2/backfills/{orphan}/cancel")
+                print(f"airflow: cancelled backfill {orphan}, left by the locked request")
+            print(f"airflow: POST /api/v2/backfills: SQLite was locked; asking again ({attempt})")
+        raise AssertionError("unreachable")
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         """``GET /api/v2/dags/{dag_id}/dagRuns/{run_id}``: state, conf, dates, note, ..."""

@@ -100,7 +100,7 @@ def test_a_backfill_makes_one_backup_per_date_and_again_makes_none(
             "reprocess_behavior": "completed",
             "max_active_runs": 1,
         }
-        made = airflow.request("POST", "/api/v2/backfills", json=body)
+        made = airflow.backfill(body)
         deadline = time.monotonic() + 400
         while True:
             done = airflow.request("GET", f"/api/v2/backfills/{made['id']}")["completed_at"]
