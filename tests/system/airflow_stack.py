@@ -37,6 +37,7 @@ import os
 import secrets as pysecrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -76,8 +77,34 @@ FAST_SETTINGS = {
 }
 
 
-# [database] sql_alchemy_connect_args for every component (imported by its dotted path).
-SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60}
+class _WriterFirstCursor(sqlite3.Cursor):
+    """Opens a transaction that starts with a SAVEPOINT as a writer (``BEGIN IMMEDIATE``).
+
+    pysqlite begins a transaction only before an INSERT, UPDATE or DELETE, so a transaction
+    normally takes the write lock first and waits for it (the busy timeout). A SAVEPOINT
+    outside a transaction (SQLAlchemy's ``begin_nested()``, which Airflow's backfill creation
+    uses per run) opens a deferred one instead: it reads, then asks for the write lock, and
+    SQLite answers "database is locked" at once, without waiting, if another process is
+    writing, since waiting could deadlock. Taking the lock first makes it wait like the rest.
+    """
+
+    def execute(self, sql: str, parameters: Any = (), /) -> _WriterFirstCursor:
+        if not self.connection.in_transaction and sql.lstrip()[:9].upper() == "SAVEPOINT":
+            super().execute("BEGIN IMMEDIATE")
+        super().execute(sql, parameters)
+        return self
+
+
+class WriterFirstConnection(sqlite3.Connection):
+    """The sqlite3 connection of every component: cursors are :class:`_WriterFirstCursor`."""
+
+    def cursor(self, factory: Any = _WriterFirstCursor) -> Any:
+        return super().cursor(factory)
+
+
+# [database] sql_alchemy_connect_args for every component (imported by its dotted path):
+# wait up to 60 s for SQLite's lock (pysqlite's default is 5 s), and take it first.
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60, "factory": WriterFirstConnection}
 
 
 class AirflowStackError(RuntimeError):
@@ -496,8 +523,8 @@ class AirflowStack:
         """One authenticated REST call; the decoded JSON answer, or AirflowStackError.
 
         A 500 from SQLite's "database is locked" is asked again (at most 3 times, each said):
-        with four components writing one SQLite file a write can find the lock taken at once,
-        whatever the busy timeout, and for most endpoints the whole request was rolled back.
+        :class:`WriterFirstConnection` makes it rare, but with four components writing one
+        SQLite file it can still happen, and for most endpoints the request was rolled back.
         An endpoint that commits part of its work first (``POST /backfills``) passes
         ``ask_again_if_locked=False`` and gets :class:`SQLiteLockedError` to clean up after.
         """
