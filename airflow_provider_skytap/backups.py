@@ -10,6 +10,14 @@ Every copy an operator of this package makes carries two tags:
   logical date (or, for a manual run without one, when it was triggered). Retention keeps the
   newest recovery points, so a backfill of last month never evicts last night's backup.
 
+A copy made between a freeze and a thaw gets a third tag once the thaw task has run:
+
+- the *consistency tag* ``airflow-skytap-consistency/<verdict>``: what the thaw found, i.e.
+  ``application-consistent``, ``crash-consistent`` or ``inconsistent`` (a guardian thawed
+  before the copy was complete: the copy may be torn). A copy without one was never vouched
+  for: its run failed or was killed before the thaw task could look. Retention can count only
+  vouched-for backups towards ``keep``, so a torn copy never pushes a good one out.
+
 The default name is deterministic (DAG, source, logical date or run id), so a retry, a re-run
 of the same date and a backfill find what an earlier try made instead of making another.
 """
@@ -23,9 +31,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_skytap.hooks.api import Kind, tag_values
+from airflow_provider_skytap.operators.quiesce import (
+    APPLICATION_CONSISTENT,
+    CRASH_CONSISTENT,
+    INCONSISTENT,
+)
 
 TAG_PREFIX = "airflow-skytap/"
 TIME_TAG_PREFIX = "airflow-skytap-at/"
+CONSISTENCY_TAG_PREFIX = "airflow-skytap-consistency/"
 _STAMP = "%Y%m%dT%H%M%SZ"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME = 255
@@ -39,6 +53,27 @@ def source_tag(dag_id: str, source_kind: Kind, source_id: str) -> str:
 def time_tag(when: datetime) -> str:
     """The tag that records a backup's recovery point (UTC, to the second)."""
     return f"{TIME_TAG_PREFIX}{_utc(when).strftime(_STAMP)}".lower()
+
+
+def consistency_tag(verdict: str) -> str:
+    """The tag that records what the thaw found about a copy (``application-consistent``...)."""
+    return f"{CONSISTENCY_TAG_PREFIX}{verdict}".lower()
+
+
+def consistency(resource: Mapping[str, Any]) -> str | None:
+    """The verdict of the consistency tag ``resource`` carries, or None when it has none.
+
+    Should a copy carry two (a thaw retried after a different verdict), the worse one counts.
+    """
+    found = {
+        t[len(CONSISTENCY_TAG_PREFIX) :]
+        for t in tag_values(resource)
+        if t.startswith(CONSISTENCY_TAG_PREFIX)
+    }
+    for verdict in (INCONSISTENT, CRASH_CONSISTENT, APPLICATION_CONSISTENT):
+        if verdict in found:
+            return verdict
+    return next(iter(sorted(found)), None)
 
 
 def provider_source_tags(resource: Mapping[str, Any]) -> set[str]:
@@ -99,7 +134,7 @@ def check_tags(tags: Any, field: str = "tags") -> list[str]:
         if not isinstance(tag, str) or not tag.strip():
             raise ValueError(f"{field} items must be non-empty strings, got {tag!r}")
         lowered = tag.lower()
-        if lowered.startswith((TAG_PREFIX, TIME_TAG_PREFIX)):
+        if lowered.startswith((TAG_PREFIX, TIME_TAG_PREFIX, CONSISTENCY_TAG_PREFIX)):
             raise ValueError(
                 f"{field} item {tag!r} uses the prefix this provider keeps for its own tags"
             )

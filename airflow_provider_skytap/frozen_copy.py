@@ -10,8 +10,9 @@ the freeze task runs the copy task's work in its own process (request the copy, 
 polling every 0.5 s backing off to 1 s, thaw the moment it is complete). The copy task then
 finds the copy by its name and keeps its result; ``wait`` checks it; ``thaw`` still runs
 after it, whatever happened (``all_done``): it thaws whatever is still frozen (a thaw is
-idempotent) and reports per VM. If anything goes wrong after the freeze, the VMs stay frozen
-and the copy task, its retries and the thaw task do what they always did.
+idempotent), reports per VM, and tags the copy with its verdict (``application-consistent``,
+``crash-consistent`` or ``inconsistent``). If anything goes wrong after the freeze, the VMs
+stay frozen and the copy task, its retries and the thaw task do what they always did.
 
 It answers the four tasks, so a DAG goes on from ``[chain.wait, chain.thaw]``: whatever
 follows runs only when the copy completed *and* the VMs were thawed, and a failed copy still
@@ -32,8 +33,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import BaseOperator, Param, TriggerRule, XComArg
 
+from airflow_provider_skytap.backups import consistency, consistency_tag
+from airflow_provider_skytap.hooks.api import describe, readiness
 from airflow_provider_skytap.operators.clone import LiveCloneOperator
-from airflow_provider_skytap.operators.quiesce import QuiesceOperator
+from airflow_provider_skytap.operators.quiesce import GuardianFiredError, QuiesceOperator
 from airflow_provider_skytap.sensors.clone import CloneCompleteSensor
 
 if TYPE_CHECKING:
@@ -226,7 +229,8 @@ class FrozenLiveCloneOperator(LiveCloneOperator):
     for the thaw task (``all_done``) or the retry. An error of this early thaw is logged, not
     raised: the thaw task runs next, thaws what is left and reports.
 
-    :param thaw_task_id: the DAG's thaw task (a :class:`QuiesceOperator` with action thaw)
+    :param thaw_task_id: the DAG's thaw task (a :class:`FrozenCopyThawOperator`, or a
+        :class:`QuiesceOperator` with action thaw); run early, it tags nothing
     """
 
     def __init__(self, *, thaw_task_id: str = "thaw", **kwargs: Any) -> None:
@@ -252,7 +256,7 @@ class FrozenLiveCloneOperator(LiveCloneOperator):
         :param context: this task's context (its params are the thaw task's)
         """
         try:
-            report: dict[str, Any] = _run_early(self, self.thaw_task_id, context)
+            report: dict[str, Any] = _run_early(self, self.thaw_task_id, context, copy_task_id=None)
         except Exception as err:
             self.log.warning(
                 "Early thaw failed (%s); the %s task thaws and reports", err, self.thaw_task_id
@@ -266,13 +270,77 @@ class FrozenLiveCloneOperator(LiveCloneOperator):
         return report
 
 
+class FrozenCopyThawOperator(QuiesceOperator):
+    """The thaw task of :func:`frozen_copy`: thaw, report, and tag the copy with the verdict.
+
+    It thaws whatever is still frozen and reports per VM, as ``QuiesceOperator(action="thaw")``
+    does; then it tags the copy the copy task made with what the report found (the consistency
+    tag of :mod:`airflow_provider_skytap.backups`): ``application-consistent``,
+    ``crash-consistent``, or ``inconsistent`` when a guardian thawed first (the task still
+    fails then). Only a complete copy is tagged. A copy left without the tag (its run failed
+    or was killed before this task looked) was never vouched for, and
+    ``PruneBackupsOperator(confirmed_only=True)`` does not count it as a backup.
+
+    The report gains ``"copy": {"id", "kind", "consistency"}`` (None when nothing was tagged).
+
+    :param copy_task_id: the DAG's copy task (None: tag nothing, as when the copy task runs
+        this task early, before it has pushed the copy's id)
+    """
+
+    def __init__(self, *, copy_task_id: str | None = "clone", **kwargs: Any) -> None:
+        super().__init__(action="thaw", **kwargs)
+        self.copy_task_id = copy_task_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            report = super().execute(context)
+        except GuardianFiredError as err:
+            try:  # the guardian's message is what the run must say, whatever tagging does
+                if err.result is not None:
+                    self.tag_copy(context, str(err.result["consistency"]))
+            except Exception as tag_err:
+                self.log.warning("Could not tag the copy inconsistent: %s", tag_err)
+            raise
+        report["copy"] = self.tag_copy(context, str(report["consistency"]))
+        return report
+
+    def tag_copy(self, context: Context, verdict: str) -> dict[str, Any] | None:
+        """Tag the complete copy of this run with ``verdict``; what was tagged, or None."""
+        if not self.copy_task_id:
+            return None
+        ti = context["ti"]
+        rid = ti.xcom_pull(task_ids=self.copy_task_id, key="id")
+        kind = ti.xcom_pull(task_ids=self.copy_task_id, key="kind")
+        if rid is None or kind is None:
+            self.log.info("No copy was requested in this run; nothing to tag")
+            return None
+        resource = self.skytap_hook.get_resource(kind, rid)
+        label = describe(kind, rid, resource)
+        state = readiness(kind, resource)
+        if state.state != "ready":
+            self.log.warning(
+                "Not tagging %s %s: it is %s (%s); retention will not count it as a backup",
+                label,
+                verdict,
+                state.state,
+                state.detail,
+            )
+            return None
+        if consistency(resource) == verdict:
+            self.log.info("%s is tagged %s already", label, consistency_tag(verdict))
+        else:
+            self.skytap_hook.add_tags(kind, rid, [consistency_tag(verdict)])
+            self.log.info("Tagged %s %s", label, consistency_tag(verdict))
+        return {"id": str(rid), "kind": kind, "consistency": verdict}
+
+
 class FrozenCopy(NamedTuple):
     """The four tasks of :func:`frozen_copy`."""
 
     freeze: FreezeThenCopyOperator
     copy: FrozenLiveCloneOperator
     wait: CloneCompleteSensor
-    thaw: QuiesceOperator
+    thaw: FrozenCopyThawOperator
 
 
 def frozen_copy(
@@ -293,9 +361,10 @@ def frozen_copy(
       the scheduler would be downtime), then thaws at once; it retries after 5 s, not the
       DAG's delay: the VMs may be frozen meanwhile.
     - ``wait`` checks the copy is complete (pokes every 2 s backing off to 5 s, not deferring).
-    - ``thaw`` runs whatever happened upstream (``all_done``), thaws what is still frozen,
-      reports per VM, and fails when a guardian had to thaw first (the copy is then not
-      application-consistent).
+    - ``thaw`` (:class:`FrozenCopyThawOperator`) runs whatever happened upstream
+      (``all_done``), thaws what is still frozen, reports per VM, tags the complete copy with
+      the verdict, and fails when a guardian had to thaw first (the copy is then tagged
+      ``inconsistent``: it may be torn).
 
     :param target: ``"template"`` (a backup) or ``"environment"`` (a running copy)
     :param copy_task_id: the copy task's id
@@ -329,9 +398,9 @@ def frozen_copy(
         timeout=4 * 3600,
         retry_delay=timedelta(seconds=5),
     )
-    thaw = QuiesceOperator(
+    thaw = FrozenCopyThawOperator(
         task_id="thaw",
-        action="thaw",
+        copy_task_id=copy_task_id,
         trigger_rule=TriggerRule.ALL_DONE,
         retry_delay=timedelta(seconds=5),
         **QUIESCE_FROM_PARAMS,

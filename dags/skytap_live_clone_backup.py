@@ -17,12 +17,14 @@ dr_regions -> freeze -> clone -> wait_for_clone -> thaw -> copy_to_dr (one per r
 3. ``wait_for_clone``: checks the template is complete (it pokes; it does not defer).
 4. ``thaw``: runs whatever happened upstream (``all_done``), thaws whatever is still frozen,
    checks every mount is writable and reports per VM how long it was frozen and whether the
-   copy is application-consistent. It fails when a guardian had to thaw on its own (the copy
-   is not consistent).
+   copy is application-consistent, and tags the template with that verdict. It fails when a
+   guardian had to thaw on its own (the template is then tagged ``inconsistent``).
 5. ``copy_to_dr``: copies the template to each DR region; these copies take hours on Skytap,
    so each waits deferred, on the triggerer, holding no worker slot.
 6. ``prune``: keeps the newest ``keep`` backups per region made by this DAG for this
-   environment; it never touches anything else.
+   environment; it never touches anything else. Only backups the thaw tagged consistent
+   count: a torn or unfinished one never pushes a good one out (it is deleted once a newer
+   good one exists).
 
 If the clone fails, the VMs are thawed all the same, and the run fails: the DR copies and
 the prune never run, and they are the run's leaves.
@@ -116,6 +118,7 @@ with DAG(
         task_id="prune",
         environment_id="{{ params.environment_id }}",
         keep="{{ params.keep }}",
+        confirmed_only=True,  # a torn or unfinished template is no backup
         # Runs when there are no DR regions (the mapped copy is skipped), not after a failure.
         trigger_rule=TriggerRule.NONE_FAILED,
     )

@@ -17,6 +17,8 @@ from airflow_provider_skytap.backups import (
     TAG_PREFIX,
     backup_name,
     check_tags,
+    consistency,
+    consistency_tag,
     provider_source_tags,
     run_stamp,
     source_tag,
@@ -477,7 +479,9 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
     Idempotent: a template with this name in ``target_region`` that an earlier try made is
     reused. A template made by :class:`LiveCloneOperator` passes its tags on (so retention
     prunes the DR copies of one environment together) and its name, so the DR copy has the
-    same name in each region. Region copies take hours: use ``deferrable=True``.
+    same name in each region. Its consistency tag (what the thaw found) is passed on once the
+    copy is complete, so a region copy that failed half way is not counted as a backup. Region
+    copies take hours: use ``deferrable=True``.
 
     While another copy reads the template (a region copy to another region, say), Skytap
     refuses a new copy of it; this operator then waits until the template is free (deferring
@@ -566,6 +570,24 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
             time_tags=times,
             user_tags=tuple(check_tags(self.tags)),
         )
+
+    def _completed(
+        self, result: dict[str, Any], resource: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        done = super()._completed(result, resource)
+        # The source's consistency tag, once the copy is complete (a copy that failed half way
+        # must not look like a good backup): retention counts the DR copy as its source.
+        verdict = consistency(self.hook.get_resource("template", result["source_id"]))
+        if verdict is not None:
+            copy = resource or self.hook.get_resource("template", result["id"])
+            if consistency(copy) != verdict:
+                self.hook.add_tags("template", result["id"], [consistency_tag(verdict)])
+                self.log.info(
+                    "Tagged %s %s, as its source",
+                    describe("template", result["id"]),
+                    consistency_tag(verdict),
+                )
+        return done
 
     def _create(self, target: _Target) -> dict[str, Any]:
         return self.hook.copy_template(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_skytap import checks
-from airflow_provider_skytap.backups import recovery_point, source_tag
+from airflow_provider_skytap.backups import consistency, recovery_point, source_tag
 from airflow_provider_skytap.hooks.api import (
     KINDS,
     Kind,
@@ -23,11 +23,14 @@ from airflow_provider_skytap.hooks.api import (
 )
 from airflow_provider_skytap.hooks.skytap import SkytapHook, SkytapNotFoundError
 from airflow_provider_skytap.operators.clone import DEFAULT_CONN_ID
+from airflow_provider_skytap.operators.quiesce import APPLICATION_CONSISTENT, CRASH_CONSISTENT
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+# The verdicts of a thaw that held (crash-consistent: the DAG asked to go on without a host).
+CONFIRMED = (APPLICATION_CONSISTENT, CRASH_CONSISTENT)
 
 
 class PruneBackupsOperator(BaseOperator):
@@ -40,8 +43,16 @@ class PruneBackupsOperator(BaseOperator):
     a backfill of old dates does not evict recent backups. A busy resource (still copying, or
     being read by a copy) is never deleted: it is reported and left for the next run.
 
+    With ``confirmed_only``, only backups the thaw vouched for count towards ``keep``: those
+    tagged ``application-consistent`` or ``crash-consistent`` (see
+    :class:`~airflow_provider_skytap.frozen_copy.FrozenCopyThawOperator`). Any other (tagged
+    ``inconsistent``: a guardian thawed before the copy was complete; or not tagged: its run
+    failed first) is kept while it is newer than the newest confirmed backup, in case it is
+    all there is, and deleted once a confirmed backup with a later recovery point exists. So a
+    torn copy never pushes a good one out of the last ``keep``.
+
     Returns ``{"kept": [...], "deleted": [...], "busy": [...], "dry_run": bool}``, each item
-    ``{"id", "kind", "name", "region", "recovery_point"}``.
+    ``{"id", "kind", "name", "region", "recovery_point", "consistency"}``.
 
     :param environment_id: the source environment whose backups to prune
     :param template_id: or: the source template (for region copies of a template this
@@ -50,6 +61,8 @@ class PruneBackupsOperator(BaseOperator):
     :param kinds: which kinds of backup to prune: ``template``, ``environment`` or both
     :param regions: only these regions (default: every region)
     :param dry_run: list what would be deleted, delete nothing
+    :param confirmed_only: count only backups the thaw tagged consistent towards ``keep``
+        (for DAGs made with ``frozen_copy``; a plain :class:`LiveCloneOperator` tags none)
     :param backup_dag_id: the DAG that made the backups (default: this DAG)
     :param wait_for_deletion: wait until Skytap answers 404 for each deleted resource
     :param deletion_timeout: seconds to wait for each deletion
@@ -62,6 +75,7 @@ class PruneBackupsOperator(BaseOperator):
         "keep",
         "regions",
         "is_dry_run",
+        "confirmed_only",
         "backup_dag_id",
     )
     ui_color = "#fdebd0"
@@ -75,6 +89,7 @@ class PruneBackupsOperator(BaseOperator):
         kinds: Sequence[str] = KINDS,
         regions: Sequence[str] | None = None,
         dry_run: bool = False,
+        confirmed_only: bool = False,
         backup_dag_id: str | None = None,
         wait_for_deletion: bool = True,
         deletion_timeout: float = 1800,
@@ -88,6 +103,7 @@ class PruneBackupsOperator(BaseOperator):
         self.kinds = kinds
         self.regions = regions
         self.is_dry_run = dry_run  # BaseOperator has a dry_run() method
+        self.confirmed_only = confirmed_only
         self.backup_dag_id = backup_dag_id
         self.wait_for_deletion = wait_for_deletion
         self.deletion_timeout = deletion_timeout
@@ -132,6 +148,7 @@ class PruneBackupsOperator(BaseOperator):
         tag, keep, kinds, regions = self._tag(), self._keep(), self._kinds(), self._regions()
         timeout = checks.positive_seconds("deletion_timeout", self.deletion_timeout)
         dry_run = checks.flag("dry_run", self.is_dry_run)
+        confirmed_only = checks.flag("confirmed_only", self.confirmed_only)
         report: dict[str, Any] = {"kept": [], "deleted": [], "busy": [], "dry_run": dry_run}
         for kind in kinds:
             groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -142,16 +159,29 @@ class PruneBackupsOperator(BaseOperator):
             for region, backups in sorted(groups.items()):
                 backups.sort(key=_newest_first, reverse=True)
                 self.log.info(
-                    "%s: %d %s backup(s) tagged %s; keeping the newest %d",
+                    "%s: %d %s backup(s) tagged %s; keeping the newest %d%s",
                     region,
                     len(backups),
                     kind,
                     tag,
                     keep,
+                    " confirmed consistent" if confirmed_only else "",
                 )
-                report["kept"].extend(_item(kind, b) for b in backups[:keep])
-                for old in backups[keep:]:
-                    self._prune(kind, old, report, timeout)
+                kept = _kept(backups, keep) if confirmed_only else backups[:keep]
+                for b in backups if confirmed_only else ():
+                    if consistency(b) not in CONFIRMED:
+                        self.log.info(
+                            "%s is %s: not counted; %s",
+                            describe(kind, str(b["id"]), b),
+                            consistency(b) or "not confirmed consistent (its run failed first)",
+                            "kept, as no confirmed backup is newer"
+                            if b in kept
+                            else "a newer confirmed backup exists",
+                        )
+                report["kept"].extend(_item(kind, b) for b in kept)
+                for old in backups:
+                    if old not in kept:
+                        self._prune(kind, old, report, timeout)
         self.log.info(
             "%s %d, kept %d, left %d busy",
             "Would delete" if dry_run else "Deleted",
@@ -185,6 +215,19 @@ class PruneBackupsOperator(BaseOperator):
         report["deleted"].append(_item(kind, current))
 
 
+def _kept(backups: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
+    """Of ``backups`` (newest first): the newest ``keep`` confirmed ones, and those not
+    confirmed that are newer than every confirmed one (nothing better exists yet)."""
+    confirmed = [b for b in backups if consistency(b) in CONFIRMED]
+    newest = _newest_first(confirmed[0]) if confirmed else None
+    return [
+        b
+        for b in backups
+        if b in confirmed[:keep]
+        or (b not in confirmed and (newest is None or _newest_first(b) > newest))
+    ]
+
+
 def _newest_first(resource: Mapping[str, Any]) -> tuple[datetime, int]:
     rid = str(resource.get("id") or "0")
     return recovery_point(resource) or _OLDEST, int(rid) if rid.isdigit() else 0
@@ -198,4 +241,5 @@ def _item(kind: Kind, resource: Mapping[str, Any]) -> dict[str, Any]:
         "name": resource.get("name"),
         "region": resource.get("region"),
         "recovery_point": point.isoformat() if point else None,
+        "consistency": consistency(resource),
     }

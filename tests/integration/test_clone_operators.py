@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_skytap.backups import source_tag, time_tag
+from airflow_provider_skytap.backups import consistency, consistency_tag, source_tag, time_tag
 from airflow_provider_skytap.hooks.skytap import (
     SkytapError,
     SkytapHook,
@@ -235,6 +235,29 @@ def test_region_copies_mapped_over_three_regions_make_one_copy_each(
     assert sorted(t["region"] for t in copies) == sorted(["US-West", *regions])
     posts = [r for r in api_requests(sim) if r["method"] == "POST"]
     assert len(posts) == 4 and all(r["status"] == 200 for r in posts)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["waits", "defers"])
+def test_a_region_copy_carries_its_sources_consistency_only_once_complete(
+    skytap_conn: str, hook: SkytapHook, sim: Any, deferrable: bool
+) -> None:
+    template = run_task(clone(skytap_conn)).result
+    hook.add_tags("template", template["id"], [consistency_tag("application-consistent")])
+    emea = run_task(region_copy(skytap_conn, template["id"], "EMEA", deferrable=deferrable))
+    assert consistency(hook.get_template(emea.result["id"])) == "application-consistent"
+    # A region copy that fails half way is not passed the verdict: it is no backup.
+    sim.admin.faults(fail_next_copy="Region storage error")
+    with pytest.raises(SkytapResourceFailedError, match="Region storage error"):
+        run_task(region_copy(skytap_conn, template["id"], "APAC-2", deferrable=deferrable))
+    [failed] = [
+        t
+        for t in sim.admin.state()["templates"]
+        if t["name"] == template["name"] and t["region"] == "APAC-2"
+    ]
+    assert consistency(failed) is None
+    # A source the thaw never vouched for passes nothing on.
+    plain = run_task(region_copy(skytap_conn, "5001", "EMEA", deferrable=deferrable)).result
+    assert consistency(hook.get_template(plain["id"])) is None
 
 
 def test_region_copy_to_its_own_region_is_refused(skytap_conn: str, sim: Any) -> None:

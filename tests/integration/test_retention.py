@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_skytap.backups import source_tag, time_tag
+from airflow_provider_skytap.backups import consistency_tag, source_tag, time_tag
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.operators.retention import PruneBackupsOperator
 from tests.integration.helpers import api_requests
@@ -75,6 +75,35 @@ def test_keeps_the_newest_per_region_and_deletes_exactly_the_rest(
     assert report["busy"] == [] and report["dry_run"] is False
 
 
+def test_confirmed_only_counts_what_the_thaw_vouched_for_and_drops_the_rest_once_superseded(
+    skytap_conn: str, hook: SkytapHook, sim: Any, fleet: dict[str, Any]
+) -> None:
+    us, emea = fleet["us"], fleet["emea"]
+    verdicts = {
+        us[4]: "inconsistent",  # the newest: a guardian thawed before its copy was complete
+        us[3]: "application-consistent",
+        us[2]: "crash-consistent",  # us[1]: no tag, its run failed before the thaw task
+        emea[1]: "application-consistent",  # emea[2]: no tag, its region copy failed
+    }
+    for rid, verdict in verdicts.items():
+        hook.add_tags("template", rid, [consistency_tag(verdict)])
+    before = alive(sim)
+    report = run_task(prune(skytap_conn, keep=1, confirmed_only=True)).result
+    # US-West: the newest confirmed (day 3) counts; the torn day 4 is newer than it, so it stays
+    # until a good backup supersedes it. EMEA: day 2 is unconfirmed and newer than day 1.
+    assert {(k["id"], k["consistency"]) for k in report["kept"]} == {
+        (us[4], "inconsistent"),
+        (us[3], "application-consistent"),
+        (emea[2], None),
+        (emea[1], "application-consistent"),
+    }
+    assert {d["id"] for d in report["deleted"]} == {us[1], us[2]}
+    assert alive(sim) == before - {us[1], us[2]}
+    # Without it, the torn day 4 would have been the one backup kept in US-West.
+    dry = run_task(prune(skytap_conn, keep=1, dry_run=True)).result
+    assert [k["id"] for k in dry["kept"] if k["region"] == "US-West"] == [us[4]]
+
+
 def test_dry_run_lists_the_same_set_and_deletes_nothing(
     skytap_conn: str, sim: Any, fleet: dict[str, Any]
 ) -> None:
@@ -118,6 +147,7 @@ def test_region_filter_and_kinds(skytap_conn: str, sim: Any, fleet: dict[str, An
         ({"kinds": "template"}, "kinds must be a list such as"),
         ({"regions": ["EU West"]}, "target_region must be a Skytap region name"),
         ({"dry_run": "maybe"}, "dry_run must be true or false, got 'maybe'"),
+        ({"confirmed_only": "often"}, "confirmed_only must be true or false, got 'often'"),
     ],
 )
 def test_bad_input_is_refused_before_any_call(

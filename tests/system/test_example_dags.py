@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_skytap.backups import consistency
 from demo import airflow_cli, lab
 from skytap_simulator.seed import default_seed
 from tests.conftest import Sim
@@ -97,6 +98,14 @@ def test_the_backup_is_consistent_in_every_region_and_every_vm_was_thawed(
     thaw = result_of(run_env, "2026-11-20", "thaw")
     assert thaw["consistency"] == "application-consistent"
     assert len(thaw["hosts"]) == 3
+    # The thaw vouched for the template, and each DR copy carries its verdict once complete.
+    assert thaw["copy"] == {
+        "id": copies_id(copies),
+        "kind": "template",
+        "consistency": "application-consistent",
+    }
+    for template in copies:
+        assert consistency(template) == "application-consistent", template["region"]
     # No task starts while the VMs are frozen: the freeze task requested the copy, and the
     # copy task thawed the VMs as soon as the copy was complete (the thaw task reports).
     tis = {
@@ -125,6 +134,33 @@ def test_a_failed_clone_thaws_the_vms_and_fails_the_run(run_env: dict[str, str],
     assert "Storage error" in out
     # No DR copy was made of the failed template.
     assert [t["region"] for t in templates(sim, backup_name("2026-11-21"))] == ["US-West"]
+
+
+def test_a_torn_backup_is_tagged_inconsistent_and_never_pushes_a_good_one_out(
+    run_env: dict[str, str], sim: Sim
+) -> None:
+    # The copy outlasts max_freeze_seconds: the guardians thaw while Skytap is still copying.
+    sim.admin.config(copy_seconds=14)
+    ok, out = run(run_env, BACKUP, "2026-11-26", dr_regions=[], max_freeze_seconds=10, keep=1)
+    assert not ok, "a run whose guardians thawed before the copy was complete must fail"
+    assert "the copy is not application-consistent" in out, out[-3000:]
+    got = states(run_env, BACKUP, "2026-11-26")
+    assert got["thaw"] == "failed" and got["prune"] == "upstream_failed"
+    [torn] = templates(sim, backup_name("2026-11-26"))
+    assert consistency(torn) == "inconsistent"
+    # A good backup of an earlier date (a backfill): keep=1 must keep it, not the torn one,
+    # which stays too while no newer good backup exists.
+    sim.admin.config(copy_seconds=1)
+    ok, out = run(run_env, BACKUP, "2026-11-25", dr_regions=[], keep=1)
+    assert ok, out[-5000:]
+    [good] = templates(sim, backup_name("2026-11-25"))
+    assert consistency(good) == "application-consistent"
+    assert templates(sim, backup_name("2026-11-26")) == [torn]
+    pruned = result_of(run_env, "2026-11-25", "prune")
+    assert pruned["deleted"] == []
+    assert sorted((k["id"], k["consistency"]) for k in pruned["kept"]) == sorted(
+        [(good["id"], "application-consistent"), (torn["id"], "inconsistent")]
+    )
 
 
 def test_a_freeze_failure_on_one_vm_thaws_the_others_and_fails_the_run(

@@ -10,6 +10,8 @@ import pytest
 from airflow_provider_skytap.backups import (
     backup_name,
     check_tags,
+    consistency,
+    consistency_tag,
     provider_source_tags,
     recovery_point,
     run_stamp,
@@ -66,6 +68,16 @@ def test_tags_round_trip_through_a_resource() -> None:
     assert provider_source_tags(resource) == {"airflow-skytap/erp_backup/environment-1001"}
     assert recovery_point(resource) == NIGHT
     assert recovery_point({"tags": [{"value": "airflow-skytap-at/garbage"}]}) is None
+    assert consistency(resource) is None  # not vouched for
+
+
+def test_the_consistency_tag_is_read_back_and_the_worse_of_two_counts() -> None:
+    good = {"tags": [{"value": consistency_tag("application-consistent")}]}
+    assert good["tags"][0]["value"] == "airflow-skytap-consistency/application-consistent"
+    assert consistency(good) == "application-consistent"
+    both = {"tags": [*good["tags"], {"value": "AIRFLOW-SKYTAP-CONSISTENCY/Inconsistent"}]}
+    assert consistency(both) == "inconsistent"
+    assert provider_source_tags(both) == set()  # it is no source tag
 
 
 @pytest.mark.parametrize(
@@ -74,6 +86,7 @@ def test_tags_round_trip_through_a_resource() -> None:
         ("nightly", "tags must be a list of strings, got 'nightly'"),
         (["ok", ""], "tags items must be non-empty strings, got ''"),
         (["AIRFLOW-SKYTAP/x"], "uses the prefix this provider keeps"),
+        (["airflow-skytap-consistency/application-consistent"], "uses the prefix"),
     ],
 )
 def test_user_tags_are_checked(tags: object, message: str) -> None:
