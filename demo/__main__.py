@@ -122,6 +122,9 @@ def run_backup(env: dict[str, str], quiesce: dict[str, Any]) -> bool:
 
 def control_clone(sim: SimulatorProcess) -> list[tuple[str, lab.ImageCheck]]:
     """The same save-as-template, without freezing; answers the checks of its disks."""
+    # The report says what this did; the hook's progress lines would only interleave with it
+    # (read when Airflow is first imported in this process, which is here).
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     from airflow_provider_skytap.hooks.skytap import SkytapHook
 
     os.environ["AIRFLOW_CONN_SKYTAP_CONTROL"] = json.dumps(
@@ -163,7 +166,11 @@ def report(
 
     clone = results.get(("clone", -1)) or {}
     say()
-    say("Copies (durations as Skytap counted them):")
+    # Imported here, after the control clone: importing the operators sets up Airflow's
+    # logging, which would print the control clone's hook lines into this report.
+    from airflow_provider_skytap.backups import consistency
+
+    say("Copies (durations as Skytap counted them; the verdict the thaw tagged each with):")
     copies = [t for t in state["templates"] if clone and t["name"] == clone.get("name")]
     jobs = {j.get("target_id"): j for j in state.get("jobs", [])}
     checks: list[tuple[str, lab.ImageCheck]] = []
@@ -174,8 +181,10 @@ def report(
             if job.get("ready_at") and job.get("start_at")
             else "-"
         )
+        verdict = consistency(template) or "not tagged"
         say(
-            f"   template {template['id']} in {template['region']:<9} {took:>7}  {template['name']}"
+            f"   template {template['id']} in {template['region']:<9} {took:>7}  {verdict:<22}  "
+            f"{template['name']}"
         )
         for vm in template["vms"]:
             checks.append((f"{template['region']} {vm['name']}", lab.check_image(vm["disk_image"])))
