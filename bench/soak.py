@@ -44,6 +44,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from airflow_provider_skytap.backups import consistency
+from airflow_provider_skytap.operators.retention import CONFIRMED
 from bench.common import fmt, machine, summary, table, write_section
 from demo import airflow_cli, lab
 from skytap_simulator.control import SimulatorAdmin, SimulatorError, SimulatorProcess
@@ -521,6 +523,9 @@ def run_soak(soak: Soak, workdir: Path, own_log: Path) -> dict[str, Any]:
         "final_guardians": {"(not checked)": []},
         "duplicates": [],
         "kept_by_region": {},
+        "counted_by_region": {},
+        "kept_by_verdict": {},
+        "made_by_verdict": {},
         "templates_made": 0,
         "disks": [],
         "secrets": {
@@ -611,6 +616,12 @@ def _run_soak(soak: Soak, workdir: Path, own_log: Path, result: dict[str, Any]) 
         kept = [t for t in state["templates"] if t["name"].startswith(prefix) and not t["deleted"]]
         made = [t for t in state["templates"] if t["name"].startswith(prefix)]
         kept_by_region = collections.Counter(t["region"] for t in kept)
+        # What the thaw tagged each copy with; prune (confirmed_only) counts only CONFIRMED.
+        counted_by_region = collections.Counter(
+            t["region"] for t in kept if consistency(t) in CONFIRMED
+        )
+        kept_by_verdict = collections.Counter(consistency(t) or "not tagged" for t in kept)
+        made_by_verdict = collections.Counter(consistency(t) or "not tagged" for t in made)
         disks = []
         for template in kept:
             for vm in template["vms"]:
@@ -637,6 +648,9 @@ def _run_soak(soak: Soak, workdir: Path, own_log: Path, result: dict[str, Any]) 
         final_guardians=final_guardians,
         duplicates=dups,
         kept_by_region=dict(kept_by_region),
+        counted_by_region=dict(counted_by_region),
+        kept_by_verdict=dict(kept_by_verdict),
+        made_by_verdict=dict(made_by_verdict),
         templates_made=len(made),
         disks=disks,
         secrets=secrets,
@@ -713,7 +727,9 @@ def write(
     stalls = result.get("stalls", [])
     kept = result["kept_by_region"]
     regions = [REGION, *args.regions]
-    prune_ok = all(kept.get(region, 0) == args.keep for region in regions)
+    counted = result["counted_by_region"]
+    # keep counts only copies tagged consistent; a newer untagged one may be kept beside them.
+    prune_ok = all(counted.get(region, 0) == args.keep for region in regions)
     secrets = result["secrets"]
     ok = result["verdict_ok"]
     kill = soak.kill
@@ -730,7 +746,7 @@ def write(
         f"**Goal**: {args.runs} runs of `{DAG_ID}` under the real scheduler on the lab's VMs "
         "(real sshd, fsfreeze, writers) with 20% of API calls failing and one SIGKILLed "
         "worker; every run green or failed with every VM thawed; zero duplicates; prune keeps "
-        f"`keep`; zero secrets in any log. **"
+        "`keep` copies tagged consistent per region; zero secrets in any log. **"
         + (
             ("Met" if ok else "NOT met")
             if len(runs) >= args.runs
@@ -836,9 +852,17 @@ def write(
                 ],
                 ["templates made by the DAG (deleted included)", result["templates_made"]],
                 [
-                    f"kept per region (keep={args.keep})",
-                    ", ".join(f"{k} {v}" for k, v in sorted(kept.items()))
+                    f"kept per region (keep={args.keep}): tagged consistent of all kept",
+                    ", ".join(f"{k} {counted.get(k, 0)} of {v}" for k, v in sorted(kept.items()))
                     + (" ✓" if prune_ok else " ✗"),
+                ],
+                [
+                    "templates made, by the verdict their thaw tagged (deleted included)",
+                    ", ".join(f"{k} {v}" for k, v in sorted(result["made_by_verdict"].items())),
+                ],
+                [
+                    "templates kept, by verdict",
+                    ", ".join(f"{k} {v}" for k, v in sorted(result["kept_by_verdict"].items())),
                 ],
                 [
                     "kept copies' disks consistent (e2fsck, records, commit point)",
