@@ -168,16 +168,8 @@ class PruneBackupsOperator(BaseOperator):
                     " confirmed consistent" if confirmed_only else "",
                 )
                 kept = _kept(backups, keep) if confirmed_only else backups[:keep]
-                for b in backups if confirmed_only else ():
-                    if consistency(b) not in CONFIRMED:
-                        self.log.info(
-                            "%s is %s: not counted; %s",
-                            describe(kind, str(b["id"]), b),
-                            consistency(b) or "not confirmed consistent (its run failed first)",
-                            "kept, as no confirmed backup is newer"
-                            if b in kept
-                            else "a newer confirmed backup exists",
-                        )
+                if confirmed_only:
+                    self._say_uncounted(kind, backups, kept)
                 report["kept"].extend(_item(kind, b) for b in kept)
                 for old in backups:
                     if old not in kept:
@@ -190,6 +182,21 @@ class PruneBackupsOperator(BaseOperator):
             len(report["busy"]),
         )
         return report
+
+    def _say_uncounted(
+        self, kind: Kind, backups: list[dict[str, Any]], kept: list[dict[str, Any]]
+    ) -> None:
+        """Log each backup ``confirmed_only`` does not count, and what becomes of it."""
+        for b in backups:
+            if consistency(b) not in CONFIRMED:
+                self.log.info(
+                    "%s is %s: not counted; %s",
+                    describe(kind, str(b["id"]), b),
+                    consistency(b) or "not confirmed consistent (its run failed first)",
+                    "kept, as no confirmed backup is newer"
+                    if b in kept
+                    else "a newer confirmed backup exists",
+                )
 
     def _prune(
         self, kind: Kind, old: dict[str, Any], report: dict[str, Any], timeout: float
