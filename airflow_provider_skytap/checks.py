@@ -71,7 +71,8 @@ def dr_regions(
 
     :param value: the list (empty: no DR copy)
     :param source_region: the region of the environment being backed up, when known
-    :param known: the regions accepted; default: Skytap's (``hooks.api.REGIONS``)
+    :param known: the regions accepted; default: Skytap's 16 (``hooks.api.REGIONS``); pass
+        ``SkytapHook.settings.regions`` to add the connection's ``extra_regions``
     """
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise ValueError(f"dr_regions must be a list of Skytap region names, got {value!r}")
@@ -79,17 +80,7 @@ def dr_regions(
     allowed = list(known)
     seen: list[str] = []
     for region in regions:
-        try:
-            check_region(region)
-        except ValueError:
-            raise ValueError(
-                f"dr_regions: {region!r} is not a Skytap region name (such as 'EMEA')"
-            ) from None
-        if region not in allowed:
-            raise ValueError(
-                f"dr_regions: {region!r} is not a Skytap region; Skytap's regions: "
-                f"{', '.join(allowed)}"
-            )
+        check_region(region, allowed, what="dr_regions")
         if region in seen:
             raise ValueError(f"dr_regions: {region!r} is listed twice in {regions!r}")
         if source_region and region == source_region:

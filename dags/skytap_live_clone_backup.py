@@ -102,8 +102,11 @@ with DAG(
         Skytap's region names, each once, none the environment's own region. A conf key that
         is no param (a typo) is refused too."""
         checks.conf_keys(getattr(dag_run, "conf", None), getattr(dag, "params", params))
-        source = SkytapHook().get_environment(params["environment_id"])
-        return checks.dr_regions(params["dr_regions"], source_region=source.get("region"))
+        hook = SkytapHook()
+        source = hook.get_environment(params["environment_id"])
+        return checks.dr_regions(
+            params["dr_regions"], source_region=source.get("region"), known=hook.settings.regions
+        )
 
     regions = dr_regions()
     regions >> chain.freeze

@@ -11,6 +11,7 @@ no-duplicate-POST rule and readiness all live here, once.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import logging
 import random
@@ -20,7 +21,6 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 from airflow.sdk.exceptions import AirflowException
 
@@ -31,22 +31,38 @@ KINDS: tuple[Kind, ...] = ("environment", "template")
 _COLLECTION: dict[Kind, str] = {"environment": "configurations", "template": "templates"}
 RUNSTATES = ("running", "suspended", "stopped", "halted")
 PAGE_SIZE = 100
-_ID = re.compile(r"^[0-9]{1,20}$")
-_REGION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
-# Skytap's regions as its help topic "understanding-regions" lists them. Skytap has no call that
-# lists regions; a copy to any other name is refused only when it is requested. Used to refuse
+# Checked with fullmatch: ``$`` alone would let "1001\n" or "EMEA\n" through.
+_ID = re.compile(r"[0-9]{1,20}")
+_REGION = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+# Control characters (C0, DEL, C1) and the line/paragraph separators: Skytap would strip or
+# mangle them, and a name or tag that carries one would never be found again by that name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Skytap's 16 regions as its help topic "understanding-regions" lists them. Skytap has no call
+# that lists regions and adds new ones: a user names more in the connection extra
+# ``extra_regions`` (see ``ConnectionSettings``), never by editing the package. Used to refuse
 # an unknown DR region before anything is frozen or copied (``checks.dr_regions``).
 REGIONS: tuple[str, ...] = (
-    "US-West",
-    "US-Central",
-    "US-East-2",
-    "EMEA",
     "APAC-2",
-    "UK-London-M-1",
-    "DE-Frankfurt-I-1",
     "AU-Sydney-I-1",
     "CAN-Toronto",
+    "CN-HongKong-M-1",
+    "DE-Frankfurt-I-1",
+    "EMEA",
+    "IE-Dublin-M-1",
+    "IN-Pune-M-1",
+    "NL-Amsterdam-M-1",
+    "SG-Singapore-M-1",
+    "UK-London-M-1",
+    "US-Central",
+    "US-East-2",
+    "US-Texas-M-1",
+    "US-Virginia-M-1",
+    "US-West",
 )
+#: The connection extra that adds regions the package does not know yet.
+EXTRA_REGIONS_KEY = "extra_regions"
+#: The longest response body the provider reads (bytes); a bigger one is refused, unread.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -120,6 +136,17 @@ class SkytapResourceFailedError(SkytapError):
 
 class SkytapWaitTimeoutError(SkytapError):
     """A resource was still busy when the wait's timeout ran out."""
+
+
+class SkytapResponseError(SkytapAPIError):
+    """Skytap's answer does not have the shape the provider relies on (or is too big).
+
+    Never retried: the same request would get the same answer. Nothing is created after it.
+    """
+
+
+class SkytapScopeError(SkytapAPIError):
+    """Skytap refused ``scope=company`` for the connection's user (not a company admin)."""
 
 
 # --------------------------------------------------------------------------- plan steps
@@ -301,9 +328,13 @@ class RetryPolicy:
 
 
 def check_id(value: Any, what: str) -> str:
-    """A Skytap id as a string of digits, or a ValueError naming the field and the value."""
-    text = str(value).strip() if value is not None else ""
-    if isinstance(value, bool) or not _ID.match(text):
+    """A Skytap id as a string of digits, or a ValueError naming the field and the value.
+
+    The whole string must be digits: surrounding whitespace or a newline is refused, not
+    stripped (a value that needs cleaning is a value someone should look at).
+    """
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    if not _ID.fullmatch(text):
         raise ValueError(f"{what} must be a Skytap id (digits only), got {value!r}")
     return text
 
@@ -314,21 +345,58 @@ def check_kind(kind: Any) -> Kind:
     return kind
 
 
-def check_region(region: Any) -> str:
-    if not isinstance(region, str) or not _REGION.match(region):
+def check_region(
+    region: Any, known: Iterable[str] | None = None, what: str = "target_region"
+) -> str:
+    """A region name (the whole string), and one of ``known`` when given.
+
+    :param region: the value to check
+    :param known: the regions accepted (``REGIONS`` plus the connection's ``extra_regions``);
+        None checks the form only
+    :param what: the field named in the error
+    """
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
         raise ValueError(
-            f"target_region must be a Skytap region name such as 'US-West' or 'EMEA', "
-            f"got {region!r}"
+            f"{what} must be a Skytap region name such as 'US-West' or 'EMEA', got {region!r}"
         )
+    if known is not None:
+        allowed = list(known)
+        if region not in allowed:
+            raise ValueError(
+                f"{what} {region!r} is not a Skytap region this provider knows "
+                f"({', '.join(allowed)}). If Skytap has added it, name it in the Skytap "
+                f"connection's extra {EXTRA_REGIONS_KEY!r}, e.g. "
+                f'{{"{EXTRA_REGIONS_KEY}": ["{region}"]}}'
+            )
     return region
 
 
+def check_text(value: Any, what: str, *, limit: int = 255) -> str:
+    """A non-empty string of at most ``limit`` characters, with no surrounding whitespace and
+    no control characters (Skytap strips or mangles them: the value would not round-trip)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > limit:
+        raise ValueError(f"{what} must be at most {limit} characters, got {len(value)}")
+    if value != value.strip():
+        raise ValueError(f"{what} must not start or end with whitespace, got {value!r}")
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} must not contain control characters, got {value!r}")
+    return value
+
+
 def check_name(name: Any, what: str = "name") -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{what} must be a non-empty string, got {name!r}")
-    if len(name) > 255:
-        raise ValueError(f"{what} must be at most 255 characters, got {len(name)}")
-    return name
+    return check_text(name, what)
+
+
+def check_description(description: Any, what: str = "description") -> str:
+    """Free text, may be empty or multi-line; only NUL and other C0 controls but tab and
+    newline are refused."""
+    if not isinstance(description, str):
+        raise ValueError(f"{what} must be a string, got {description!r}")
+    if re.search(r"[\x00-\x08\x0b-\x1f\x7f]", description):
+        raise ValueError(f"{what} must not contain control characters, got {description!r}")
+    return description
 
 
 def check_vm_ids(vm_ids: Iterable[Any] | None) -> list[str] | None:
@@ -340,6 +408,84 @@ def check_vm_ids(vm_ids: Iterable[Any] | None) -> list[str] | None:
     if not ids:
         raise ValueError("vm_ids must name at least one VM when given (got an empty list)")
     return ids
+
+
+def parse_regions(value: Any, what: str = EXTRA_REGIONS_KEY) -> tuple[str, ...]:
+    """Extra region names from a connection extra: a list, or a comma-separated string."""
+    if value is None or value == "":
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError(f"{what} must be a list of Skytap region names, got {value!r}")
+    found = []
+    for item in items:
+        name = item.strip() if isinstance(value, str) and isinstance(item, str) else item
+        found.append(check_region(name, what=f"{what} item"))
+    return tuple(found)
+
+
+# --------------------------------------------------------------------------- response shapes
+
+
+def _shape_error(action: str, field_name: str, value: Any, want: str) -> SkytapResponseError:
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return SkytapResponseError(
+        action, None, [f"Skytap answered {field_name} = {shown}; expected {want}"]
+    )
+
+
+def parse_busy(value: Any, action: str = "read template") -> bool:
+    """A template's ``busy``: true/false/null, or their string forms; anything else refused."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "null", ""):
+        return value.strip().lower() == "true"
+    raise _shape_error(action, "busy", value, "true, false or null")
+
+
+def check_resource(kind: Kind, data: Any, action: str) -> dict[str, Any]:
+    """One environment or template as the provider reads it, or a :class:`SkytapResponseError`
+    naming the field: ``id`` digits, ``name`` a string, ``region`` a region name, ``tags`` and
+    ``vms`` lists of objects, ``runstate`` (environments) a string, ``busy`` (templates) a
+    boolean or null (or its string form, normalised)."""
+    if not isinstance(data, dict):
+        raise _shape_error(action, f"the {kind}", data, "a JSON object")
+    rid = data.get("id")
+    if not isinstance(rid, int | str) or isinstance(rid, bool) or not _ID.fullmatch(str(rid)):
+        raise _shape_error(action, "id", rid, "a Skytap id (digits)")
+    for key in ("name", "region", "description"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise _shape_error(action, key, value, "a string")
+    region = data.get("region")
+    if region and not _REGION.fullmatch(region):
+        raise _shape_error(action, "region", region, "a region name")
+    for key in ("tags", "vms", "networks"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise _shape_error(action, key, value, "a list of objects")
+    for tag in data.get("tags") or []:
+        if not isinstance(tag.get("value"), str):
+            raise _shape_error(action, "tags[].value", tag.get("value"), "a string")
+    for vm in data.get("vms") or []:
+        if vm.get("runstate") is not None and not isinstance(vm.get("runstate"), str):
+            raise _shape_error(action, "vms[].runstate", vm.get("runstate"), "a string")
+        interfaces = vm.get("interfaces")
+        if interfaces is not None and (
+            not isinstance(interfaces, list) or not all(isinstance(i, dict) for i in interfaces)
+        ):
+            raise _shape_error(action, "vms[].interfaces", interfaces, "a list of objects")
+    if kind == "environment":
+        runstate = data.get("runstate")
+        if runstate is not None and not isinstance(runstate, str):
+            raise _shape_error(action, "runstate", runstate, "a string")
+    else:
+        data = {**data, "busy": parse_busy(data.get("busy"), action)}
+    return data
 
 
 # --------------------------------------------------------------------------- readiness
@@ -369,7 +515,8 @@ def readiness(kind: Kind, resource: Mapping[str, Any]) -> Readiness:
     if kind == "environment":
         runstate = str(resource.get("runstate") or "unknown")
         return Readiness("busy" if runstate == "busy" else "ready", f"runstate {runstate}")
-    return Readiness("busy" if resource.get("busy") else "ready", f"busy {resource.get('busy')}")
+    busy = parse_busy(resource.get("busy"), f"read template {resource.get('id')}")
+    return Readiness("busy" if busy else "ready", f"busy {resource.get('busy')}")
 
 
 def poll_pauses(first: float, longest: float) -> Iterator[float]:
@@ -447,21 +594,30 @@ def ssh_endpoints(
         vm_id, vm_name = str(vm.get("id")), str(vm.get("name"))
         interfaces = [i for i in vm.get("interfaces") or [] if isinstance(i, Mapping)]
         endpoint = None
+        where = f"VM {vm_id} ({vm_name!r}) of {env_label}"
         for iface in interfaces:
-            for svc in iface.get("services") or []:
+            services = iface.get("services") or []
+            if not isinstance(services, list):
+                raise ValueError(f"{where}: Skytap answered services = {services!r}; not a list")
+            for svc in services:
+                if not isinstance(svc, Mapping):
+                    continue
                 if str(svc.get("internal_port")) == str(ssh_port) and svc.get("external_ip"):
                     endpoint = SshEndpoint(
                         vm_id,
                         vm_name,
-                        str(svc["external_ip"]),
-                        int(svc.get("external_port") or ssh_port),
+                        check_ip(svc["external_ip"], f"{where}: external_ip"),
+                        check_port(svc.get("external_port"), f"{where}: external_port"),
                         "published_service",
                     )
                     break
             if endpoint:
                 break
         if endpoint is None:
-            ip = next((str(i["ip"]) for i in interfaces if i.get("ip")), None)
+            ip = next(
+                (check_ip(i["ip"], f"{where}: interface ip") for i in interfaces if i.get("ip")),
+                None,
+            )
             if ip is None:
                 raise ValueError(
                     f"VM {vm_id} ({vm_name!r}) of {env_label} has neither a published service "
@@ -472,6 +628,23 @@ def ssh_endpoints(
     if not found:
         raise ValueError(f"{env_label} has no VMs to reach over SSH")
     return found
+
+
+def check_port(value: Any, what: str) -> int:
+    """A TCP port from Skytap's answer: a whole number 1-65535 (or its digits), else refused."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    port = int(text) if _ID.fullmatch(text) and len(text) <= 5 else 0
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{what} must be a TCP port 1-65535, got {value!r}")
+    return port
+
+
+def check_ip(value: Any, what: str) -> str:
+    """An IPv4 or IPv6 address from Skytap's answer (never a host name, never a URL)."""
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise ValueError(f"{what} must be an IP address, got {value!r}") from None
 
 
 # --------------------------------------------------------------------------- the API
@@ -490,12 +663,18 @@ class SkytapApi:
     :param policy: the retry policy of every call
     :param log: where progress and retries are logged
     :param clock: monotonic clock (seconds); tests may pass their own
+    :param regions: the regions a copy may go to: ``REGIONS`` plus the connection's
+        ``extra_regions``
+    :param list_scope: the ``scope`` of list calls: ``company`` (every user's resources;
+        Skytap lets company admins use it) or ``me`` (the connection's user's own)
     """
 
     base_url: str = DEFAULT_BASE_URL
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     log: Any = field(default_factory=lambda: logging.getLogger(__name__))
     clock: Callable[[], float] = time.monotonic
+    regions: tuple[str, ...] = REGIONS
+    list_scope: str = "company"
 
     # ---- the retry loop: every call goes through here
 
@@ -582,7 +761,7 @@ class SkytapApi:
         rid = check_id(resource_id, f"{kind} id")
         path = f"/v2/{_COLLECTION[kind]}/{rid}"
         data = yield from self._body(Request("GET", path, f"get {kind} {rid}"))
-        return data
+        return check_resource(kind, data, f"get {kind} {rid}")
 
     def list_resources(
         self,
@@ -592,23 +771,31 @@ class SkytapApi:
         name_prefix: str | None = None,
         region: str | None = None,
         tags: Iterable[str] = (),
-        scope: str | None = "company",
+        scope: str | None = None,
     ) -> Plan[list[dict[str, Any]]]:
-        """Every environment or template matching all filters, following pagination.
+        """Every environment or template matching all filters, reading every page.
 
         ``name`` and ``name_prefix`` and ``region`` are sent in Skytap's ``query``; ``name``
         is also matched exactly here, and ``tags`` (all required) are matched on the
-        ``tags`` each result carries.
+        ``tags`` each result carries. Every list asks ``tags=true``: Skytap may leave tags
+        out of list results unless asked (ansible-skytap's ``listByTag``), and "no tags"
+        must never be concluded from a list that did not ask. Pages are read by ``offset``
+        and the ``Content-Range`` total alone (no Skytap client reads a ``Link`` header); a
+        page that repeats one already read is a paging loop and an error.
+
+        :param scope: ``company`` or ``me``; default the connection's ``list_scope``
         """
         kind = check_kind(kind)
+        action = f"list {kind}s"
         terms = []
-        if name is not None and _query_safe(name):
+        if name is not None and _query_safe(check_name(name)):
             terms.append(f"name:{name}")
         elif name_prefix is not None and _query_safe(name_prefix):
             terms.append(f"name:{name_prefix}*")
         if region is not None:
-            terms.append(f"region:{check_region(region)}")
-        params: dict[str, str | int] = {"count": PAGE_SIZE, "offset": 0}
+            terms.append(f"region:{check_region(region, what='region')}")
+        scope = scope or self.list_scope
+        params: dict[str, str | int] = {"count": PAGE_SIZE, "offset": 0, "tags": "true"}
         if scope:
             params["scope"] = scope
         if terms:
@@ -616,12 +803,36 @@ class SkytapApi:
         wanted_tags = {t.lower() for t in tags}
         path = f"/v2/{_COLLECTION[kind]}"
         found: list[dict[str, Any]] = []
-        received = 0
-        request = Request("GET", path, f"list {kind}s", params=params)
-        for _ in range(100_000):  # a bound, never reached: 10 million resources
-            data, response = yield from self.call(request)
-            page = data if isinstance(data, list) else []
-            received += len(page)
+        seen: set[str] = set()
+        request = Request("GET", path, action, params=params)
+        while True:
+            try:
+                data, response = yield from self.call(request)
+            except SkytapAuthError as err:
+                if scope == "company" and err.status == 403:
+                    raise SkytapScopeError(
+                        action,
+                        err.status,
+                        err.messages,
+                        err.request_id,
+                        "Skytap refused scope=company: the connection's user is not a company "
+                        "admin. Make the user a company admin (the provider must see every "
+                        "user's copies to never make a second one and to prune), or, if this "
+                        "user makes every copy the provider manages, set the connection extra "
+                        '{"list_scope": "me"}',
+                    ) from None
+                raise
+            if not isinstance(data, list):
+                raise _shape_error(action, "the list", data, "a JSON list")
+            page = [check_resource(kind, item, action) for item in data]
+            ids = [str(item["id"]) for item in page]
+            if page and set(ids) <= seen:
+                raise SkytapResponseError(
+                    action,
+                    None,
+                    [f"paging loop: offset {params['offset']} answered ids already read"],
+                )
+            seen.update(ids)
             found.extend(
                 item
                 for item in page
@@ -630,33 +841,16 @@ class SkytapApi:
                 and wanted_tags <= tag_values(item)
             )
             assert response is not None
-            following = self._next_page(request, response, received, len(page))
-            if following is None:
+            total = _content_range_total(response.header("Content-Range"), action)
+            received = int(params["offset"]) + len(page)
+            if not page or (total is not None and received >= total):
                 return found
-            request = following
-        raise SkytapAPIError(f"list {kind}s", None, ["pagination did not end"])
-
-    def _next_page(
-        self, request: Request, response: Response, received: int, got: int
-    ) -> Request | None:
-        """The request for the page after this one, or None after the last page.
-
-        Follows ``Link: <...>; rel="next"`` only to the host we authenticate to (credentials
-        never go elsewhere); otherwise pages by offset, using the ``Content-Range`` total.
-        """
-        link = _next_link(response.header("Link"))
-        if link and _same_origin(link, self.base_url):
-            return Request("GET", request.path, request.action, url=link)
-        if link:
-            self.log.warning("%s: ignoring a next-page link to another host", request.action)
-        total = _content_range_total(response.header("Content-Range"))
-        if got == 0 or (total is not None and received >= total):
-            return None
-        if total is None and got < PAGE_SIZE:
-            return None
-        params = dict(request.params or {})
-        params["offset"] = received
-        return Request("GET", request.path, request.action, params=params)
+            if total is None and len(page) < PAGE_SIZE:
+                return found
+            if received > 10_000_000:
+                raise SkytapResponseError(action, None, ["paging did not end"])
+            params = {**params, "offset": received}
+            request = Request("GET", path, action, params=params)
 
     def find(
         self, kind: Kind, name: str, *, region: str | None = None
@@ -709,6 +903,7 @@ class SkytapApi:
 
         request = Request("POST", f"/{_COLLECTION[kind]}", action, body=body)
         data, _ = yield from self.call(request, recover=recover, retry_busy=retry_busy)
+        data = check_resource(kind, data, action)
         made = describe(kind, str(data.get("id")), data)
         self.log.info("%s: made %s", action, made)
         if data.get("name") != name:
@@ -721,6 +916,18 @@ class SkytapApi:
             )
         return data
 
+    def _live_body(self, body: dict[str, Any], live: bool, action: str) -> None:
+        """Ask for a live clone, as Skytap's own scripts do; warn when told not to."""
+        if not isinstance(live, bool):
+            raise ValueError(f"live must be True or False, got {live!r}")
+        body["live_copy"] = live
+        if not live:
+            self.log.warning(
+                "%s: live=False: Skytap will SUSPEND the environment's running VMs for the "
+                "copy, and they stay suspended until someone resumes them",
+                action,
+            )
+
     def copy_environment(
         self,
         environment_id: Any,
@@ -728,13 +935,13 @@ class SkytapApi:
         name: str | None = None,
         vm_ids: Iterable[Any] | None = None,
         target_region: str | None = None,
-        live_copy: bool | None = None,
+        live: bool = True,
         retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
         """Copy an environment (in its region, or to ``target_region``); answers the copy.
 
-        ``live_copy`` is sent only when given: Skytap copies a running environment live by
-        default on accounts with live clone, and documents the flag for region copies.
+        Sends ``"live_copy": true`` unless ``live`` is False: without it Skytap suspends the
+        running VMs for the copy (Skytap's help; its own save-and-copy script sends it).
         ``retry_busy`` false: a busy source raises :class:`SkytapBusyError` at once.
         """
         eid = check_id(environment_id, "environment_id")
@@ -744,10 +951,9 @@ class SkytapApi:
         if ids is not None:
             body["vm_ids"] = ids
         if target_region is not None:
-            body["target_region"] = check_region(target_region)
-        if live_copy is not None:
-            body["live_copy"] = bool(live_copy)
+            body["target_region"] = check_region(target_region, self.regions)
         action = f"copy environment {eid}" + (f" to {target_region}" if target_region else "")
+        self._live_body(body, live, action)
         result = yield from self._create("environment", body, action, target_region, retry_busy)
         return result
 
@@ -757,17 +963,22 @@ class SkytapApi:
         *,
         name: str | None = None,
         description: str | None = None,
+        live: bool = True,
         retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
-        """Save an environment as a template (live on running environments); answers it."""
+        """Save an environment as a template; answers it.
+
+        Sends ``"live_copy": true`` unless ``live`` is False (Skytap's own script
+        ``SaveTemplate-CopyToRegion`` does): without it the running VMs are suspended.
+        """
         eid = check_id(environment_id, "environment_id")
         name = check_name(name) if name is not None else default_copy_name("environment", eid)
         body: dict[str, Any] = {"configuration_id": eid, "name": name}
         if description is not None:
-            body["description"] = str(description)
-        result = yield from self._create(
-            "template", body, f"save environment {eid} as a template", None, retry_busy
-        )
+            body["description"] = check_description(description)
+        action = f"save environment {eid} as a template"
+        self._live_body(body, live, action)
+        result = yield from self._create("template", body, action, None, retry_busy)
         return result
 
     def copy_template(
@@ -776,18 +987,20 @@ class SkytapApi:
         *,
         name: str | None = None,
         target_region: str | None = None,
-        live_copy: bool | None = None,
         vm_ids: Iterable[Any] | None = None,
         retry_busy: bool = True,
     ) -> Plan[dict[str, Any]]:
-        """Copy a template, in its region or to ``target_region``; answers the new template."""
+        """Copy a template, in its region or to ``target_region``; answers the new template.
+
+        A region copy sends ``"copy_to_region_vm_status_override": true``, as Skytap's own
+        script does: a template saved from running VMs is refused without it.
+        """
         tid = check_id(template_id, "template_id")
         name = check_name(name) if name is not None else default_copy_name("template", tid)
         body: dict[str, Any] = {"template_id": tid, "name": name}
         if target_region is not None:
-            body["target_region"] = check_region(target_region)
-        if live_copy is not None:
-            body["live_copy"] = bool(live_copy)
+            body["target_region"] = check_region(target_region, self.regions)
+            body["copy_to_region_vm_status_override"] = True
         ids = check_vm_ids(vm_ids)
         if ids is not None:
             body["vm_ids"] = ids
@@ -812,7 +1025,7 @@ class SkytapApi:
         if name is not None:
             body["name"] = check_name(name)
         if description is not None:
-            body["description"] = str(description)
+            body["description"] = check_description(description)
         if not body:
             raise ValueError("update needs a name or a description")
         request = Request("PUT", f"/{_COLLECTION[kind]}/{rid}", f"update {kind} {rid}", body=body)
@@ -996,24 +1209,15 @@ def _numeric_id(resource: Mapping[str, Any]) -> int:
         return 0
 
 
-def _next_link(header: str | None) -> str | None:
+def _content_range_total(header: str | None, action: str = "list") -> int | None:
+    """The TOTAL of ``Content-Range: items START-END/TOTAL``; None when absent or ``*``."""
     if not header:
         return None
-    for part in header.split(","):
-        match = re.match(r"\s*<([^>]+)>\s*;(.*)", part)
-        if match and re.search(r'rel="?next"?', match.group(2)):
-            return match.group(1)
-    return None
-
-
-def _content_range_total(header: str | None) -> int | None:
-    if not header or "/" not in header:
-        return None
+    if "/" not in header:
+        raise _shape_error(action, "Content-Range", header, "items START-END/TOTAL")
     total = header.rsplit("/", 1)[1].strip()
-    return int(total) if total.isdigit() else None
-
-
-def _same_origin(url: str, base_url: str) -> bool:
-    """Only follow links to the host we authenticate to: credentials never go elsewhere."""
-    a, b = urlsplit(url), urlsplit(base_url)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+    if total == "*":
+        return None
+    if not _ID.fullmatch(total):
+        raise _shape_error(action, "Content-Range total", total, "a whole number")
+    return int(total)

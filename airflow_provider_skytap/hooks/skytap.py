@@ -7,7 +7,9 @@ What to send, how to read the answer and when to retry is decided once, in
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import ipaddress
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +23,9 @@ from airflow.sdk.log import mask_secret
 
 from airflow_provider_skytap.hooks.api import (
     DEFAULT_BASE_URL,
+    EXTRA_REGIONS_KEY,
+    MAX_RESPONSE_BYTES,
+    REGIONS,
     Kind,
     Plan,
     Request,
@@ -33,10 +38,13 @@ from airflow_provider_skytap.hooks.api import (
     SkytapError,
     SkytapNotFoundError,
     SkytapResourceFailedError,
+    SkytapResponseError,
+    SkytapScopeError,
     SkytapWaitTimeoutError,
     Sleep,
     SshEndpoint,
     TransportError,
+    parse_regions,
     ssh_endpoints,
     ui_url,
 )
@@ -58,6 +66,8 @@ __all__ = [
     "SkytapHook",
     "SkytapNotFoundError",
     "SkytapResourceFailedError",
+    "SkytapResponseError",
+    "SkytapScopeError",
     "SkytapWaitTimeoutError",
     "SshEndpoint",
 ]
@@ -68,7 +78,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """What a ``skytap`` connection holds, checked. The token is kept out of ``repr``."""
+    """What a ``skytap`` connection holds, checked. The token is kept out of ``repr``.
+
+    Extras: ``timeout``, ``verify_ssl``, ``retry_deadline``; ``extra_regions`` (regions Skytap
+    added after this release, a list or a comma-separated string); ``list_scope``
+    (``company``, the default, or ``me`` for a user who is not a company admin);
+    ``allow_http`` (true: allow ``http://`` to a host other than loopback, e.g. a proxy on a
+    trusted network); ``max_response_bytes`` (the largest answer read, default 16 MiB).
+    """
 
     conn_id: str
     base_url: str
@@ -77,6 +94,9 @@ class ConnectionSettings:
     timeout: float = 60.0
     verify_ssl: bool = True
     retry_deadline: float = 600.0
+    regions: tuple[str, ...] = REGIONS
+    list_scope: str = "company"
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
     @classmethod
     def from_connection(cls, conn: Connection) -> ConnectionSettings:
@@ -87,29 +107,119 @@ class ConnectionSettings:
         if not conn.password:
             raise ValueError(f"connection {cid!r}: password (the API security token) is empty")
         mask_secret(conn.password)
+        # What goes over the wire (and into a debug log of requests) is the base64 form.
+        basic = f"{conn.login}:{conn.password}".encode()
+        mask_secret(base64.b64encode(basic).decode())
+        for field_name, value in (("login", conn.login), ("password", conn.password)):
+            if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ValueError(
+                    f"connection {cid!r}: {field_name} has surrounding whitespace or a control "
+                    "character (Skytap would refuse the credentials)"
+                )
+        if ":" in conn.login:
+            raise ValueError(
+                f"connection {cid!r}: login must be the Skytap user name only (no ':'); the "
+                "API security token goes in the password field"
+            )
         extra = conn.extra_dejson or {}
+        allow_http = _boolean(extra, "allow_http", False, cid)
+        try:
+            regions = REGIONS + tuple(
+                r for r in parse_regions(extra.get(EXTRA_REGIONS_KEY)) if r not in REGIONS
+            )
+        except ValueError as err:
+            raise ValueError(f"connection {cid!r}: extra {err}") from None
+        scope = extra.get("list_scope", "company")
+        if scope not in ("company", "me"):
+            raise ValueError(
+                f"connection {cid!r}: extra 'list_scope' must be 'company' or 'me', got {scope!r}"
+            )
         return cls(
             conn_id=cid,
-            base_url=_base_url(conn.host, conn.port, cid),
+            base_url=_base_url(conn.host, conn.port, cid, allow_http=allow_http),
             login=conn.login,
             token=conn.password,
             timeout=_positive(extra, "timeout", 60.0, cid),
             verify_ssl=_boolean(extra, "verify_ssl", True, cid),
             retry_deadline=_positive(extra, "retry_deadline", 600.0, cid, allow_zero=True),
+            regions=regions,
+            list_scope=scope,
+            max_response_bytes=int(
+                _positive(extra, "max_response_bytes", float(MAX_RESPONSE_BYTES), cid)
+            ),
         )
 
 
-def _base_url(host: str | None, port: int | None, cid: str) -> str:
+def _base_url(host: str | None, port: int | None, cid: str, *, allow_http: bool = False) -> str:
+    """The API's base URL from the host (and port) fields, refusing what would leak the token.
+
+    A host carrying ``user:token@`` is refused (the credentials belong in login and password,
+    where they are masked); ``http://`` only to loopback unless the extra ``allow_http`` is
+    true (Basic auth over plain HTTP sends the token readable); a port in the host and in the
+    port field must agree.
+    """
     if not host:
         return DEFAULT_BASE_URL
     url = host.strip().rstrip("/")
     if "://" not in url:
         url = f"https://{url}"
     if not url.startswith(("https://", "http://")):
-        raise ValueError(f"connection {cid!r}: host must be an http(s) URL, got {host!r}")
+        raise ValueError(f"connection {cid!r}: host must be an http(s) URL, got {_safe(host)!r}")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"connection {cid!r}: host must not carry a user or token (got "
+            f"{_safe(host)!r}); put the user name in login and the API token in password"
+        )
+    if parts.path or parts.query or parts.fragment:
+        raise ValueError(
+            f"connection {cid!r}: host must be a scheme and host only, got {_safe(host)!r}"
+        )
+    try:
+        in_host = parts.port
+    except ValueError:
+        raise ValueError(f"connection {cid!r}: host has a bad port, got {host!r}") from None
+    hostname = parts.hostname or ""
+    if not hostname:
+        raise ValueError(f"connection {cid!r}: host names no host, got {host!r}")
+    if parts.scheme == "http" and not allow_http and not _loopback(hostname):
+        raise ValueError(
+            f"connection {cid!r}: host {host!r} is plain http:// to a host that is not "
+            "loopback: the API token would cross the network readable. Use https://, or set "
+            'the extra {"allow_http": true} if the network is trusted'
+        )
     if port:
-        url = f"{url}:{int(port)}"
+        port = int(port)
+        if not 1 <= port <= 65535:
+            raise ValueError(f"connection {cid!r}: port must be 1-65535, got {port!r}")
+        if in_host is not None and in_host != port:
+            raise ValueError(
+                f"connection {cid!r}: the host says port {in_host} and the port field says "
+                f"{port}; give the port once"
+            )
+        if in_host is None:
+            url = f"{url}:{port}"
     return url
+
+
+def _loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _safe(host: str) -> str:
+    """A host value for an error, with any ``user:token@`` replaced by ``***@``."""
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "", host
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{netloc}{slash}{tail}"
 
 
 def _positive(
@@ -164,7 +274,13 @@ class _SkytapHookBase(BaseHook):
 
     def _make_api(self, settings: ConnectionSettings) -> SkytapApi:
         policy = self._retry_policy or RetryPolicy(deadline=settings.retry_deadline)
-        return SkytapApi(base_url=settings.base_url, policy=policy, log=self.log)
+        return SkytapApi(
+            base_url=settings.base_url,
+            policy=policy,
+            log=self.log,
+            regions=settings.regions,
+            list_scope=settings.list_scope,
+        )
 
 
 class SkytapHook(_SkytapHookBase):
@@ -236,13 +352,21 @@ class SkytapHook(_SkytapHookBase):
 
         timeout = self.settings.timeout
         try:
-            answer = self.get_conn().request(
+            with self.get_conn().request(
                 request.method,
                 request.url or f"{self.settings.base_url}{request.path}",
                 params=None if request.url else request.params,
                 json=request.body,
                 timeout=(min(10.0, timeout), timeout),
-            )
+                stream=True,
+            ) as answer:
+                content = _capped(
+                    answer.iter_content(65536),
+                    answer.headers.get("Content-Length"),
+                    self.settings.max_response_bytes,
+                    request,
+                )
+                return Response(answer.status_code, dict(answer.headers), content)
         except requests.exceptions.ConnectTimeout:
             where = _where(self.settings.base_url)
             return TransportError(f"timed out connecting to {where}", sent=False)
@@ -258,7 +382,6 @@ class SkytapHook(_SkytapHookBase):
             return TransportError(f"{reason} ({_root_cause(exc)})", sent=not refused)
         except requests.exceptions.RequestException as exc:
             return TransportError(f"connection lost ({_root_cause(exc)})", sent=True)
-        return Response(answer.status_code, dict(answer.headers), answer.content)
 
     # ---- reads
 
@@ -320,13 +443,14 @@ class SkytapHook(_SkytapHookBase):
         name: str | None = None,
         vm_ids: Iterable[Any] | None = None,
         target_region: str | None = None,
-        live_copy: bool | None = None,
+        live: bool = True,
         retry_busy: bool = True,
     ) -> dict[str, Any]:
-        """Copy an environment (live when running), in its region or to ``target_region``.
+        """Copy an environment, in its region or to ``target_region``, as a live clone.
 
         Answers the new environment, still busy: follow with :meth:`wait_until_ready`.
-        ``live_copy`` is sent only when given (Skytap's default applies otherwise).
+        ``live`` (default True) sends ``"live_copy": true``; False makes Skytap suspend the
+        running VMs for the copy, and is logged as a warning.
         ``retry_busy`` false: a busy source raises :class:`SkytapBusyError` at once instead
         of being retried until the retry deadline.
         """
@@ -335,7 +459,7 @@ class SkytapHook(_SkytapHookBase):
             name=name,
             vm_ids=vm_ids,
             target_region=target_region,
-            live_copy=live_copy,
+            live=live,
             retry_busy=retry_busy,
         )
         return self.run(plan)
@@ -346,14 +470,17 @@ class SkytapHook(_SkytapHookBase):
         *,
         name: str | None = None,
         description: str | None = None,
+        live: bool = True,
         retry_busy: bool = True,
     ) -> dict[str, Any]:
-        """Save an environment as a template; answers the new template, still busy.
+        """Save an environment as a template (a live clone); answers it, still busy.
 
+        ``live`` (default True) sends ``"live_copy": true``; False makes Skytap suspend the
+        running VMs, and is logged as a warning.
         ``retry_busy`` false: a busy source raises :class:`SkytapBusyError` at once.
         """
         plan = self.api.save_as_template(
-            environment_id, name=name, description=description, retry_busy=retry_busy
+            environment_id, name=name, description=description, live=live, retry_busy=retry_busy
         )
         return self.run(plan)
 
@@ -363,11 +490,12 @@ class SkytapHook(_SkytapHookBase):
         *,
         name: str | None = None,
         target_region: str | None = None,
-        live_copy: bool | None = None,
         vm_ids: Iterable[Any] | None = None,
         retry_busy: bool = True,
     ) -> dict[str, Any]:
         """Copy a template, in its region or to ``target_region``; answers it, still busy.
+
+        A region copy sends ``"copy_to_region_vm_status_override": true`` (Skytap's script).
 
         ``retry_busy`` false: a template busy with another copy (another region's, say)
         raises :class:`SkytapBusyError` at once instead of being retried until the deadline.
@@ -376,7 +504,6 @@ class SkytapHook(_SkytapHookBase):
             template_id,
             name=name,
             target_region=target_region,
-            live_copy=live_copy,
             vm_ids=vm_ids,
             retry_busy=retry_busy,
         )
@@ -517,12 +644,22 @@ class SkytapAsyncHook(_SkytapHookBase):
         client: httpx.AsyncClient, settings: ConnectionSettings, request: Request
     ) -> Response | TransportError:
         try:
-            answer = await client.request(
+            async with client.stream(
                 request.method,
                 request.url or f"{settings.base_url}{request.path}",
                 params=None if request.url else request.params,
                 json=request.body,
-            )
+            ) as answer:
+                limit = settings.max_response_bytes
+                _check_length(answer.headers.get("Content-Length"), limit, request)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in answer.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_big(request, limit)
+                    chunks.append(chunk)
+                return Response(answer.status_code, dict(answer.headers), b"".join(chunks))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             where = _where(settings.base_url)
             return TransportError(
@@ -532,7 +669,6 @@ class SkytapAsyncHook(_SkytapHookBase):
             return TransportError(f"no answer within {settings.timeout:.0f} s", sent=True)
         except httpx.TransportError as exc:
             return TransportError(f"connection lost ({type(exc).__name__})", sent=True)
-        return Response(answer.status_code, dict(answer.headers), answer.content)
 
     async def get_resource(self, kind: Kind, resource_id: Any) -> dict[str, Any]:
         api = await self.get_api()
@@ -559,6 +695,35 @@ class SkytapAsyncHook(_SkytapHookBase):
             log_every=log_every,
         )
         return await self.run(plan)
+
+
+def _too_big(request: Request, limit: int) -> SkytapResponseError:
+    return SkytapResponseError(
+        request.action,
+        None,
+        [f"Skytap's answer is larger than {limit} bytes; refused unread"],
+        detail="raise the connection extra 'max_response_bytes' if this is expected",
+    )
+
+
+def _check_length(header: str | None, limit: int, request: Request) -> None:
+    """Refuse at once an answer whose ``Content-Length`` says it is too big."""
+    if header and header.strip().isdigit() and int(header) > limit:
+        raise _too_big(request, limit)
+
+
+def _capped(chunks: Iterable[bytes], length: str | None, limit: int, request: Request) -> bytes:
+    """The whole body, read chunk by chunk and refused past ``limit`` bytes (memory stays
+    bounded whatever the server sends)."""
+    _check_length(length, limit, request)
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(request, limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _where(base_url: str) -> str:

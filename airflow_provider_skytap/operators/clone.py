@@ -395,6 +395,9 @@ class LiveCloneOperator(_SkytapCopyOperator):
     :param environment_id: the running environment to clone
     :param target: ``template`` (save as a template) or ``environment`` (copy it)
     :param vm_ids: only these VMs (``target="environment"`` only)
+    :param live: ask Skytap for a live clone (``live_copy``), the default. ``False`` makes
+        Skytap SUSPEND the environment's running VMs for the copy (they stay suspended):
+        only for an environment that is not running; it is logged as a warning
     :param name: name of the copy; default ``<dag_id>-environment-<id>-<YYYYmmddTHHMMSSZ>``
     :param description: description of the copy (for environments, set once it is ready)
     :param tags: extra tags; this provider's own tags are always added
@@ -424,6 +427,7 @@ class LiveCloneOperator(_SkytapCopyOperator):
         environment_id: str | int,
         target: str = "template",
         vm_ids: Sequence[str | int] | None = None,
+        live: bool = True,
         poll_interval: float = 10.0,
         max_poll_interval: float = 30.0,
         **kwargs: Any,
@@ -432,12 +436,15 @@ class LiveCloneOperator(_SkytapCopyOperator):
         self.environment_id = environment_id
         self.target = target
         self.vm_ids = vm_ids
+        self.live = live
 
     def _check_settings(self) -> None:
         super()._check_settings()
         check_id(self.environment_id, "environment_id")
         if self.target not in ("template", "environment"):
             raise ValueError(f"target must be 'template' or 'environment', got {self.target!r}")
+        if not isinstance(self.live, bool):
+            raise ValueError(f"live must be True or False, got {self.live!r}")
         if self.vm_ids is not None:
             if self.target == "template":
                 raise ValueError(
@@ -466,10 +473,18 @@ class LiveCloneOperator(_SkytapCopyOperator):
         eid = self._source_id()
         if target.kind == "template":
             return self.hook.save_as_template(
-                eid, name=target.name, description=self.description, retry_busy=not self.deferrable
+                eid,
+                name=target.name,
+                description=self.description,
+                live=self.live,
+                retry_busy=not self.deferrable,
             )
         return self.hook.copy_environment(
-            eid, name=target.name, vm_ids=self.vm_ids, retry_busy=not self.deferrable
+            eid,
+            name=target.name,
+            vm_ids=self.vm_ids,
+            live=self.live,
+            retry_busy=not self.deferrable,
         )
 
 
@@ -536,14 +551,14 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
     def _check_settings(self) -> None:
         super()._check_settings()
         check_id(self.template_id, "template_id")
-        check_region(self.target_region)
+        check_region(self.target_region, self.hook.settings.regions)
 
     def _source_id(self) -> str:
         return check_id(self.template_id, "template_id")
 
     def _target(self, context: Context, source: Mapping[str, Any]) -> _Target:
         tid = self._source_id()
-        region = check_region(self.target_region)
+        region = check_region(self.target_region, self.hook.settings.regions)
         if region == source.get("region"):
             raise ValueError(
                 f"target_region {region!r} is the region template {tid} is in already; "
