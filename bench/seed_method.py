@@ -108,7 +108,7 @@ def seed_controller(
     # "call the API": a live save-as-template, then poll until it is no longer busy
     made = requests.post(
         f"{api}/templates",
-        json={"configuration_id": config["environment_id"]},
+        json={"configuration_id": config["environment_id"], "live_copy": True},
         auth=auth,
         headers={"Accept": "application/json"},
         timeout=30,

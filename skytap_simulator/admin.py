@@ -73,6 +73,11 @@ def admin_router(sim: Simulator) -> APIRouter:
     async def state() -> Any:
         return sim.state.snapshot()
 
+    @router.get("/suspended")
+    async def suspended() -> Any:
+        found = sim.state.suspended_by_copy()
+        return {"count": len(found), "vms": found}
+
     @router.get("/requests")
     async def requests() -> Any:
         return sim.requests.entries()

@@ -15,7 +15,7 @@ from .admin import admin_router
 from .gateway import USER_SCOPE_KEY, Gateway
 from .models import CONFIGURATION, TEMPLATE, Kind
 from .simulator import Simulator
-from .state import Invalid, NotFound, SimError, SimState
+from .state import Forbidden, Invalid, NotFound, SimError, SimState
 from .views import render
 
 MAX_COUNT = 100
@@ -181,13 +181,21 @@ class ApiRoutes:
         scope = request.query_params.get("scope") or "me"
         if scope not in ("company", "me"):
             raise Invalid([f"scope '{scope}' is not supported (use company or me)"])
+        if scope == "company" and not self.state.config.admin:
+            raise Forbidden("scope=company is available to company administrators only")
+        with_tags = request.query_params.get("tags") == "true"
+        hide_tags = self.state.config.list_tags_on_request and not with_tags
         terms = parse_query(request.query_params.get("query", ""))
         owner = None if scope == "company" else request.scope.get(USER_SCOPE_KEY)
         url, v2 = base_url(request), is_v2(request)
 
         def page(st: SimState) -> tuple[int, list[dict[str, Any]]]:
             found = st.query(kind, owner=owner, name=terms.get("name"), region=terms.get("region"))
-            return len(found), [render(st, r, url, v2) for r in found[offset : offset + count]]
+            shown = [render(st, r, url, v2) for r in found[offset : offset + count]]
+            if hide_tags:  # Skytap may leave tags out of lists unless asked (tags=true)
+                for item in shown:
+                    item.pop("tags", None)
+            return len(found), shown
 
         total, items = self.state.read(page)
         headers = {"Content-Range": content_range(offset, len(items), total)}

@@ -78,6 +78,16 @@ class SimulatorAdmin:
         result: dict[str, Any] = self._call("GET", "state")
         return result
 
+    def suspended(self) -> list[dict[str, Any]]:
+        """Every VM a copy or save suspended because it did not ask for a live clone."""
+        result: dict[str, Any] = self._call("GET", "suspended")
+        vms: list[dict[str, Any]] = result["vms"]
+        return vms
+
+    def suspended_count(self) -> int:
+        """How many VMs copies suspended (0 when every copy was a live clone)."""
+        return len(self.suspended())
+
     def requests(self) -> list[dict[str, Any]]:
         """The API request log."""
         result: list[dict[str, Any]] = self._call("GET", "requests")

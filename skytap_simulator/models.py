@@ -6,16 +6,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# Skytap's 16 regions (help topic "understanding-regions").
 REGIONS: tuple[str, ...] = (
-    "US-West",
-    "US-Central",
-    "US-East-2",
-    "EMEA",
     "APAC-2",
-    "UK-London-M-1",
-    "DE-Frankfurt-I-1",
     "AU-Sydney-I-1",
     "CAN-Toronto",
+    "CN-HongKong-M-1",
+    "DE-Frankfurt-I-1",
+    "EMEA",
+    "IE-Dublin-M-1",
+    "IN-Pune-M-1",
+    "NL-Amsterdam-M-1",
+    "SG-Singapore-M-1",
+    "UK-London-M-1",
+    "US-Central",
+    "US-East-2",
+    "US-Texas-M-1",
+    "US-Virginia-M-1",
+    "US-West",
 )
 ENV_RUNSTATES: tuple[str, ...] = ("running", "suspended", "stopped", "halted")
 Kind = Literal["configuration", "template"]
@@ -34,7 +42,17 @@ class Config(BaseModel):
     transition_seconds: float = Field(default=2.0, ge=0)
     time_scale: float = Field(default=1.0, gt=0)
     rate_limit_per_s: float | None = Field(default=None, gt=0)
+    #: The account has live clone: a copy or save that sends ``"live_copy": true`` leaves the
+    #: source's VMs running. Without ``live_copy`` (or with this False) the running VMs are
+    #: suspended, as Skytap's help says, and stay suspended (counted: ``/_sim/suspended``).
     live_clone: bool = True
+    #: The API users are company admins. False: ``scope=company`` answers 403 [ASSUMED].
+    admin: bool = True
+    #: A region copy of a template saved from running VMs needs
+    #: ``"copy_to_region_vm_status_override": true``, else 422 [ASSUMED].
+    region_copy_needs_override: bool = True
+    #: List results carry ``tags`` only when the query says ``tags=true``.
+    list_tags_on_request: bool = True
     source_lock: bool = True
     #: False: a copy ignores the requested name and is called "<source> - Copy", which
     #: Skytap's Go SDK (rename after create) suggests some calls do.
@@ -120,6 +138,8 @@ class Resource(BaseModel):
     tags: list[Tag] = Field(default_factory=list)
     lockversion: int = 1
     error: str | None = None
+    #: a template saved from an environment whose VMs were running (or a copy of one)
+    from_running_vms: bool = False
     created_at: float = 0.0
     job_id: str | None = None
     transition_to: str | None = None
@@ -189,6 +209,15 @@ DEFAULT_QUOTAS: list[dict[str, Any]] = [
 ]
 
 
+class Suspension(BaseModel):
+    """A VM a copy or save suspended (no ``live_copy``): what the count reports."""
+
+    environment_id: str
+    vm_id: str
+    job_id: str
+    at: float
+
+
 class StateDoc(BaseModel):
     """Everything the simulator persists (``--state-file``)."""
 
@@ -199,5 +228,6 @@ class StateDoc(BaseModel):
     templates: dict[str, Resource] = Field(default_factory=dict)
     jobs: dict[str, Job] = Field(default_factory=dict)
     region_free_at: dict[str, float] = Field(default_factory=dict)
+    suspended_by_copy: list[Suspension] = Field(default_factory=list)
     next_id: int = 10000
     next_port: int = 40000

@@ -32,6 +32,7 @@ from .models import (
     Kind,
     Resource,
     StateDoc,
+    Suspension,
     Tag,
 )
 
@@ -52,6 +53,12 @@ class NotFound(SimError):
     """404: unknown or deleted resource."""
 
     status = 404
+
+
+class Forbidden(SimError):
+    """403: the user may not do this (e.g. ``scope=company`` as a non-admin)."""
+
+    status = 403
 
 
 class Busy(SimError):
@@ -221,15 +228,8 @@ class SimState:
             target.lockversion += 1
         source = self._table(job.source_kind).get(job.source_id)
         if source is not None and not source.deleted:
-            self._restore_source(source, job)
-
-    def _restore_source(self, source: Resource, job: Job) -> None:
-        for vm in source.vms:
-            if vm.id in job.suspended_vm_ids and vm.runstate == "suspended":
-                vm.runstate = "running"
-        if job.restore_runstate and source.runstate == "suspended":
-            source.runstate = job.restore_runstate
-        source.lockversion += 1
+            # VMs a non-live copy suspended stay suspended (Skytap resumes nothing).
+            source.lockversion += 1
 
     @staticmethod
     def _land_transition(res: Resource) -> None:
@@ -433,21 +433,58 @@ class SimState:
         with self._txn() as now:
             source = self._get(source_kind, source_id)
             self._check_idle(source)
+            self._check_region_override(source, target_kind, body)
             vms = _select_vms(source, body.get("vm_ids"))
             wanted = body.get("name") if self._doc.config.copy_names else None
             name = wanted or f"{source.name} - Copy"
             region = body.get("target_region") or source.region
             target = self._clone(source, target_kind, vms, name, region, owner, now)
             target.description = body.get("description") or source.description
-            job = self._new_job(source, target, vms, now, fail_for(name))
+            target.from_running_vms = source.from_running_vms or (
+                source.kind == CONFIGURATION and any(vm.runstate == "running" for vm in vms)
+            )
+            live = self._doc.config.live_clone and body.get("live_copy") is True
+            job = self._new_job(source, target, vms, now, fail_for(name), live)
             self._table(target_kind)[target.id] = target
             self._doc.jobs[job.id] = job
             self._launch_images(job)
             self._touch(source)
             return target.id
 
+    def _check_region_override(
+        self, source: Resource, target_kind: str, body: dict[str, Any]
+    ) -> None:
+        """[ASSUMED] Skytap refuses a region copy of a template saved from running VMs unless
+        the request sends ``copy_to_region_vm_status_override`` (Skytap's own script does)."""
+        region = body.get("target_region")
+        if (
+            self._doc.config.region_copy_needs_override
+            and source.kind == TEMPLATE
+            and target_kind == TEMPLATE
+            and region not in (None, source.region)
+            and source.from_running_vms
+            and body.get("copy_to_region_vm_status_override") is not True
+        ):
+            raise Invalid(
+                [
+                    "All VMs in the template are required to be Suspended or Powered Off in "
+                    "order to copy to another region (send copy_to_region_vm_status_override)"
+                ]
+            )
+
+    def suspended_by_copy(self) -> list[dict[str, Any]]:
+        """Every VM a copy or save without ``live_copy`` suspended, oldest first."""
+        with self._txn():
+            return [s.model_dump() for s in self._doc.suspended_by_copy]
+
     def _new_job(
-        self, source: Resource, target: Resource, vms: list[VM], now: float, fail: str | None
+        self,
+        source: Resource,
+        target: Resource,
+        vms: list[VM],
+        now: float,
+        fail: str | None,
+        live: bool,
     ) -> Job:
         config = self._doc.config
         region_copy = target.region != source.region
@@ -465,7 +502,7 @@ class SimState:
             target_id=target.id,
             region=target.region,
             region_copy=region_copy,
-            live=config.live_clone,
+            live=live,
             requested_at=now,
             start_at=start,
             ready_at=ready,
@@ -474,16 +511,19 @@ class SimState:
         )
         target.job_id = job.id
         if source.kind == CONFIGURATION and not job.live:
-            self._suspend_for_copy(source, job)
+            self._suspend_for_copy(source, job, now)
         return job
 
-    @staticmethod
-    def _suspend_for_copy(source: Resource, job: Job) -> None:
-        """Without live clone, the source's running VMs are suspended during the copy."""
+    def _suspend_for_copy(self, source: Resource, job: Job, now: float) -> None:
+        """Without live clone, the source's running VMs are suspended (Skytap's help: "VMs
+        are automatically suspended"), and stay so until someone resumes them."""
         for vm in source.vms:
             if vm.runstate == "running":
                 vm.runstate = "suspended"
                 job.suspended_vm_ids.append(vm.id)
+                self._doc.suspended_by_copy.append(
+                    Suspension(environment_id=source.id, vm_id=vm.id, job_id=job.id, at=now)
+                )
         if source.runstate == "running":
             job.restore_runstate = "running"
             source.runstate = "suspended"
@@ -631,8 +671,9 @@ def _check_copy_body(body: dict[str, Any]) -> list[str]:
     region = body.get("target_region")
     if region is not None and region not in REGIONS:
         errors.append(f"target_region '{region}' is not a Skytap region")
-    if "live_copy" in body and not isinstance(body["live_copy"], bool):
-        errors.append("live_copy must be true or false")
+    for flag in ("live_copy", "copy_to_region_vm_status_override"):
+        if flag in body and not isinstance(body[flag], bool):
+            errors.append(f"{flag} must be true or false")
     vm_ids = body.get("vm_ids")
     if vm_ids is not None and (not isinstance(vm_ids, list) or not vm_ids):
         errors.append("vm_ids must be a non-empty list of VM ids")

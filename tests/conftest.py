@@ -40,11 +40,28 @@ def simulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simu
         yield proc
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "suspends_vms(n): the test makes copies without live clone on purpose; the simulator's "
+        "teardown expects exactly n VMs suspended instead of 0",
+    )
+
+
 @pytest.fixture
-def sim(simulator_process: SimulatorProcess) -> Sim:
-    """The session simulator reset to the default seed, short durations and no faults."""
+def sim(simulator_process: SimulatorProcess, request: pytest.FixtureRequest) -> Iterator[Sim]:
+    """The session simulator reset to the default seed, short durations and no faults.
+
+    After the test, no VM may have been suspended by a copy (one made without
+    ``"live_copy": true``): a production backup that suspends the VMs is the downtime this
+    package exists to avoid. Every test that uses the simulator is checked here, once.
+    """
     admin = simulator_process.admin
     admin.reset()
     admin.config(**SHORT_DURATIONS)
     user = default_seed()["users"][0]
-    return Sim(simulator_process.url, admin, user["username"], user["token"])
+    yield Sim(simulator_process.url, admin, user["username"], user["token"])
+    marker = request.node.get_closest_marker("suspends_vms")
+    expected = int(marker.args[0]) if marker else 0
+    suspended = admin.suspended()
+    assert len(suspended) == expected, f"VMs suspended by a copy without live_copy: {suspended}"

@@ -78,7 +78,7 @@ def test_tags_add_list_remove(api: Api, kind: str) -> None:
 
 
 def test_tags_can_be_added_to_a_copy_while_it_is_busy(api: Api) -> None:
-    new = api.ok("POST", "/templates", {"configuration_id": "1001"})
+    new = api.ok("POST", "/templates", {"configuration_id": "1001", "live_copy": True})
     tagged = api.ok("PUT", f"/v2/templates/{new['id']}/tags", [{"value": "made-by-test"}])
     assert [t["value"] for t in tagged] == ["made-by-test"]
     assert api.ok("GET", f"/v2/templates/{new['id']}")["busy"] is True

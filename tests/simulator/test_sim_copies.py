@@ -17,7 +17,7 @@ from tests.simulator.helpers import (
 
 def test_environment_copy_is_busy_then_stopped(api: Api) -> None:
     started = time.monotonic()
-    new = api.ok("POST", "/configurations", {"configuration_id": "1001"})
+    new = api.ok("POST", "/configurations", {"configuration_id": "1001", "live_copy": True})
     assert new["id"] != "1001" and new["id"].isdigit()
     assert new["name"] == "erp-prod - Copy" and new["region"] == "US-West"
     assert new["runstate"] == "busy" and all(vm["runstate"] == "busy" for vm in new["vms"])
@@ -31,16 +31,26 @@ def test_environment_copy_is_busy_then_stopped(api: Api) -> None:
 
 
 def test_copy_with_name_description_and_vm_subset(api: Api) -> None:
-    body = {"configuration_id": 1001, "name": "erp copy", "description": "d", "vm_ids": ["2003"]}
+    body = {
+        "configuration_id": 1001,
+        "live_copy": True,
+        "name": "erp copy",
+        "description": "d",
+        "vm_ids": ["2003"],
+    }
     new = api.ok("POST", "/configurations", body)
     assert new["name"] == "erp copy" and new["description"] == "d"
     assert [vm["name"] for vm in new["vms"]] == ["db-1"] and new["vm_count"] == 1
-    bad = api.post("/configurations", {"configuration_id": "1002", "vm_ids": ["9"]})
+    bad = api.post(
+        "/configurations", {"configuration_id": "1002", "live_copy": True, "vm_ids": ["9"]}
+    )
     assert bad.status_code == 422 and "9" in bad.json()["errors"][0]
 
 
 def test_save_as_template_then_copy_it_and_deploy_it(api: Api) -> None:
-    tpl = api.ok("POST", "/templates", {"configuration_id": "1001", "name": "erp backup"})
+    tpl = api.ok(
+        "POST", "/templates", {"configuration_id": "1001", "live_copy": True, "name": "erp backup"}
+    )
     assert tpl["busy"] is True and tpl["name"] == "erp backup" and tpl["vm_count"] == 3
     assert wait_until(lambda: template_ready(api, tpl["id"]))["error"] is None
     copy = api.ok("POST", "/templates", {"template_id": tpl["id"], "name": "erp backup 2"})
@@ -57,7 +67,7 @@ def test_bad_copy_requests(api: Api) -> None:
     assert api.post("/templates", {}).status_code == 422
     region = api.post("/templates", {"template_id": "5001", "target_region": "Mars-1"})
     assert region.status_code == 422 and "Mars-1" in region.json()["errors"][0]
-    unknown = api.post("/configurations", {"configuration_id": "777"})
+    unknown = api.post("/configurations", {"configuration_id": "777", "live_copy": True})
     assert unknown.status_code == 404 and "777" in unknown.json()["error"]
     assert api.post("/templates", {"template_id": "777"}).status_code == 404
     not_json = api.request("POST", "/configurations", data="{nope", timeout=5)
@@ -98,7 +108,7 @@ def test_region_copies_queue_fifo_per_target_region(sim: Sim, api: Api) -> None:
 
 def test_environment_region_copy_and_same_region_target(sim: Sim, api: Api) -> None:
     sim.admin.config(region_copy_seconds=0.3)
-    body = {"configuration_id": "1001", "target_region": "EMEA", "live_copy": False}
+    body = {"configuration_id": "1001", "target_region": "EMEA", "live_copy": True}
     new = api.ok("POST", "/configurations", body)
     assert new["region"] == "EMEA" and new["runstate"] == "busy"
     wait_until(lambda: env_ready(api, new["id"]))
@@ -110,15 +120,17 @@ def test_environment_region_copy_and_same_region_target(sim: Sim, api: Api) -> N
 
 def test_source_is_locked_for_the_whole_copy(sim: Sim, api: Api) -> None:
     sim.admin.config(copy_seconds=1.0)
-    tpl = api.ok("POST", "/templates", {"configuration_id": "1001", "name": "lock"})
+    tpl = api.ok(
+        "POST", "/templates", {"configuration_id": "1001", "live_copy": True, "name": "lock"}
+    )
     source = api.ok("GET", "/v2/configurations/1001")
     assert source["runstate"] == "busy"
     assert {vm["runstate"] for vm in source["vms"]} == {"running"}  # live clone
     attempts = [
         api.put("/configurations/1001", {"name": "renamed"}),
         api.delete("/configurations/1001"),
-        api.post("/configurations", {"configuration_id": "1001"}),
-        api.post("/templates", {"configuration_id": "1001"}),
+        api.post("/configurations", {"configuration_id": "1001", "live_copy": True}),
+        api.post("/templates", {"configuration_id": "1001", "live_copy": True}),
         api.put(f"/templates/{tpl['id']}", {"name": "target is busy too"}),
         api.delete(f"/templates/{tpl['id']}"),
         api.post("/templates", {"template_id": tpl["id"]}),
@@ -148,25 +160,17 @@ def test_source_lock_can_be_turned_off(sim: Sim, api: Api) -> None:
     assert api.ok("GET", "/v2/templates/5001")["busy"] is False
 
 
-def test_without_live_clone_the_source_vms_are_suspended_during_the_copy(
-    sim: Sim, api: Api
-) -> None:
-    sim.admin.config(live_clone=False, copy_seconds=0.8)
-    new = api.ok("POST", "/configurations", {"configuration_id": "1001", "live_copy": True})
-    during = api.ok("GET", "/v2/configurations/1001")
-    assert during["runstate"] == "busy"
-    assert {vm["runstate"] for vm in during["vms"]} == {"suspended"}
-    wait_until(lambda: env_ready(api, new["id"]))
-    after = api.ok("GET", "/v2/configurations/1001")
-    assert after["runstate"] == "running"
-    assert {vm["runstate"] for vm in after["vms"]} == {"running"}
-
-
 def test_fail_copies_end_with_an_error(sim: Sim, api: Api) -> None:
     sim.admin.faults(fail_copies=[{"name_prefix": "bad", "message": "Disk copy failed"}])
-    env = api.ok("POST", "/configurations", {"configuration_id": "1001", "name": "bad env"})
+    env = api.ok(
+        "POST",
+        "/configurations",
+        {"configuration_id": "1001", "live_copy": True, "name": "bad env"},
+    )
     tpl = api.ok("POST", "/templates", {"template_id": "5001", "name": "bad tpl"})
-    good = api.ok("POST", "/templates", {"configuration_id": "1002", "name": "good tpl"})
+    good = api.ok(
+        "POST", "/templates", {"configuration_id": "1002", "live_copy": True, "name": "good tpl"}
+    )
     assert env["runstate"] == "busy" and env["error"] is None
     failed_env = wait_until(lambda: env_ready(api, env["id"]))
     assert failed_env["runstate"] == "stopped"
@@ -199,5 +203,7 @@ def test_time_scale_multiplies_durations(sim: Sim, api: Api) -> None:
 
 def test_copy_names_false_ignores_the_requested_name(sim: Sim, api: Api) -> None:
     sim.admin.config(copy_names=False)
-    new = api.ok("POST", "/templates", {"configuration_id": "1001", "name": "wanted"})
+    new = api.ok(
+        "POST", "/templates", {"configuration_id": "1001", "live_copy": True, "name": "wanted"}
+    )
     assert new["name"] == "erp-prod - Copy"

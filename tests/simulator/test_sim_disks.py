@@ -34,7 +34,7 @@ def image(sim: Sim, tmp_path: Path) -> Path:
 
 def save_template(sim: Sim, api: Api, write: Any = None) -> bytes:
     """Save 'imaged' as a template; call ``write`` mid-copy; return the copied image."""
-    tpl = api.ok("POST", "/templates", {"configuration_id": "1010"})
+    tpl = api.ok("POST", "/templates", {"configuration_id": "1010", "live_copy": True})
     if write is not None:
         time.sleep(COPY_SECONDS / 2)
         write()
@@ -81,9 +81,9 @@ def test_copies_of_copies_and_environment_copies_get_their_own_images(
     sim: Sim, api: Api, image: Path
 ) -> None:
     sim.admin.config(copy_seconds=0.2)
-    env = api.ok("POST", "/configurations", {"configuration_id": "1010"})
+    env = api.ok("POST", "/configurations", {"configuration_id": "1010", "live_copy": True})
     wait_until(lambda: api.ok("GET", f"/v2/configurations/{env['id']}")["runstate"] != "busy")
-    tpl = api.ok("POST", "/templates", {"configuration_id": env["id"]})
+    tpl = api.ok("POST", "/templates", {"configuration_id": env["id"], "live_copy": True})
     wait_until(lambda: template_ready(api, tpl["id"]))
     state = sim.admin.state()
     env_img = state_item(state, "environments", env["id"])["vms"][0]["disk_image"]
@@ -95,6 +95,6 @@ def test_copies_of_copies_and_environment_copies_get_their_own_images(
 def test_a_missing_source_image_fails_the_copy(sim: Sim, api: Api, image: Path) -> None:
     sim.admin.config(copy_seconds=0.2)
     image.unlink()
-    tpl = api.ok("POST", "/templates", {"configuration_id": "1010"})
+    tpl = api.ok("POST", "/templates", {"configuration_id": "1010", "live_copy": True})
     done = wait_until(lambda: template_ready(api, tpl["id"]))
     assert "Disk copy failed" in done["error"]

@@ -84,11 +84,13 @@ def test_random_drops_with_async_httpx(sim: Sim) -> None:
 
 def test_rule_after_true_creates_the_resource_then_fails(sim: Sim, api: Api) -> None:
     sim.admin.faults(rules=[{"method": "POST", "path": "/templates", "status": 503, "after": True}])
-    resp = api.post("/templates", {"configuration_id": "1001", "name": "ghost"})
+    resp = api.post("/templates", {"configuration_id": "1001", "live_copy": True, "name": "ghost"})
     assert resp.status_code == 503
     assert "ghost" in names(sim, "templates")
     assert sim.admin.get_faults()["rules"] == []  # count 1 used up
-    assert api.post("/templates", {"configuration_id": "1002"}).status_code == 200
+    assert (
+        api.post("/templates", {"configuration_id": "1002", "live_copy": True}).status_code == 200
+    )
 
 
 def test_rule_drop_after_creates_and_drop_before_does_not(sim: Sim, api: Api) -> None:
@@ -100,7 +102,9 @@ def test_rule_drop_after_creates_and_drop_before_does_not(sim: Sim, api: Api) ->
     )
     for name in ("made", "never"):
         with pytest.raises(requests.exceptions.RequestException):
-            api.post("/configurations", {"configuration_id": "1001", "name": name})
+            api.post(
+                "/configurations", {"configuration_id": "1001", "live_copy": True, "name": name}
+            )
         if name == "made":
             wait_until(lambda: api.get(ENV).json()["runstate"] != "busy")
     envs = names(sim, "environments")
@@ -119,7 +123,12 @@ def test_ambiguous_fraction_one_and_zero(sim: Sim, api: Api) -> None:
     sim.admin.faults(error_rates={"503": 1.0}, ambiguous_fraction=1.0)
     assert api.post("/templates", {"template_id": "5001", "name": "after"}).status_code == 503
     sim.admin.faults(error_rates={"503": 1.0}, ambiguous_fraction=0.0)
-    assert api.post("/templates", {"configuration_id": "1002", "name": "before"}).status_code == 503
+    assert (
+        api.post(
+            "/templates", {"configuration_id": "1002", "live_copy": True, "name": "before"}
+        ).status_code
+        == 503
+    )
     tpl_names = names(sim, "templates")
     assert "after" in tpl_names and "before" not in tpl_names
 

@@ -78,9 +78,9 @@ def test_empty_result_and_bad_query(api: Api) -> None:
     assert bad.status_code == 422 and "colour:blue" in bad.json()["errors"][0]
 
 
-def test_configuration_lists_hold_full_objects_and_tags(api: Api) -> None:
+def test_configuration_lists_hold_full_objects_and_tags_when_asked(api: Api) -> None:
     api.ok("PUT", "/v2/configurations/1002/tags", [{"value": "nightly"}])
-    envs = api.get("/v2/configurations?scope=company&count=100&offset=0").json()
+    envs = api.get("/v2/configurations?scope=company&count=100&offset=0&tags=true").json()
     assert [e["id"] for e in envs] == ["1001", "1002"]
     assert envs[0]["vms"][0]["interfaces"][0]["services"][0]["external_port"] == 2201
     assert [t["value"] for t in envs[1]["tags"]] == ["nightly"]

@@ -30,14 +30,21 @@ def test_state_survives_a_restart_and_copies_in_flight_finish(tmp_path: Path) ->
         first.admin.config(copy_seconds=3.0)  # 1.5 s at time_scale 0.5
         api = Api(first.url, AUTH)
         api.ok("PUT", "/configurations/1001", {"name": "renamed"})
-        tpl = api.ok("POST", "/templates", {"configuration_id": "1010", "name": "in flight"})
+        tpl = api.ok(
+            "POST",
+            "/templates",
+            {"configuration_id": "1010", "live_copy": True, "name": "in flight"},
+        )
     assert state_file.exists()
     with SimulatorProcess(**opts) as second:
         api = Api(second.url, AUTH)
         assert api.ok("GET", "/v2/configurations/1001")["name"] == "renamed"
         assert second.admin.config()["copy_seconds"] == 3.0
         assert api.ok("GET", f"/v2/templates/{tpl['id']}")["busy"] is True
-        assert api.post("/templates", {"configuration_id": "1010"}).status_code == 423
+        assert (
+            api.post("/templates", {"configuration_id": "1010", "live_copy": True}).status_code
+            == 423
+        )
         wait_until(lambda: template_ready(api, tpl["id"]), timeout=10)
         vm = next(t for t in second.admin.state()["templates"] if t["id"] == tpl["id"])["vms"][0]
         assert Path(vm["disk_image"]).read_bytes() == image.read_bytes()
