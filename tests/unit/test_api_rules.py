@@ -138,7 +138,9 @@ def test_readiness(kind: str, resource: dict, state: str) -> None:
     assert readiness(kind, resource).state == state  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "12; rm -rf /", "../1", None, True, "1 2", "1" * 21])
+@pytest.mark.parametrize(
+    "bad", ["", "abc", "12; rm -rf /", "../1", None, True, "1 2", "1" * 21, " 1001 ", "1001\n"]
+)
 def test_ids_are_checked_and_the_error_names_field_and_value(bad: object) -> None:
     with pytest.raises(ValueError, match=r"environment_id must be a Skytap id .*got"):
         check_id(bad, "environment_id")
@@ -146,12 +148,12 @@ def test_ids_are_checked_and_the_error_names_field_and_value(bad: object) -> Non
 
 def test_good_ids_and_regions_pass() -> None:
     assert check_id(1001, "environment_id") == "1001"
-    assert check_id(" 1001 ", "environment_id") == "1001"
+    assert check_id("1001", "environment_id") == "1001"
     assert check_region("US-East-2") == "US-East-2"
     assert check_vm_ids(["1", 2]) == ["1", "2"]
 
 
-@pytest.mark.parametrize("bad", ["", "EMEA;ls", "us west", None, 5])
+@pytest.mark.parametrize("bad", ["", "EMEA;ls", "us west", None, 5, "EMEA\n", " EMEA"])
 def test_bad_regions_are_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="target_region must be a Skytap region name"):
         check_region(bad)
@@ -162,24 +164,6 @@ def test_vm_ids_must_be_a_non_empty_list() -> None:
         check_vm_ids("2001")
     with pytest.raises(ValueError, match="at least one VM"):
         check_vm_ids([])
-
-
-def test_pagination_never_follows_a_link_to_another_host() -> None:
-    api = SkytapApi(base_url="https://cloud.skytap.com")
-    first = Request("GET", "/v2/templates", "list templates", params={"count": 100, "offset": 0})
-    same = answer(200, Link='<https://cloud.skytap.com/v2/templates?offset=100>; rel="next"')
-    step = api._next_page(first, same, received=100, got=100)
-    assert step is not None and step.url == "https://cloud.skytap.com/v2/templates?offset=100"
-
-    foreign = answer(
-        200,
-        Link='<https://evil.example/v2/templates?offset=100>; rel="next"',
-        Content_Range="items 0-99/250",
-    )
-    step = api._next_page(first, foreign, received=100, got=100)
-    assert step is not None and step.url is None and step.params["offset"] == 100  # type: ignore[index]
-    last = answer(200, Content_Range="items 200-249/250")
-    assert api._next_page(first, last, received=250, got=50) is None
 
 
 def test_a_call_gives_up_at_its_deadline_with_the_last_error() -> None:
