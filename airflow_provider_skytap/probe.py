@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from airflow_provider_skytap.hooks.api import (
     PAGE_SIZE,
-    Request,
+    Kind,
     Response,
     SkytapApi,
     check_id,
@@ -37,7 +37,12 @@ from airflow_provider_skytap.hooks.api import (
     describe,
     tag_values,
 )
-from airflow_provider_skytap.hooks.skytap import SkytapError, SkytapHook, SkytapNotFoundError
+from airflow_provider_skytap.hooks.skytap import (
+    SkytapAuthError,
+    SkytapError,
+    SkytapHook,
+    SkytapNotFoundError,
+)
 
 Status = Literal["confirmed", "differs", "not checked"]
 PROBE_PREFIX = "skytap-probe-"
@@ -101,11 +106,9 @@ class Probe:
     def api(self) -> SkytapApi:
         return self.hook.api
 
-    def raw(self, path: str, params: dict[str, str | int], action: str) -> tuple[Any, Response]:
-        """One GET through the hook's retry loop; answers the body and the response."""
-        data, response = self.hook.run(self.api.call(Request("GET", path, action, params=params)))
-        assert response is not None
-        return data, response
+    def page(self, kind: Kind, **params: Any) -> tuple[Any, Response]:
+        """One list page, unchecked, through the hook's retry loop."""
+        return self.hook.run(self.api.raw_page(kind, **params))
 
     # ---- the run
 
@@ -140,7 +143,7 @@ class Probe:
     def check_auth_and_environment(self) -> dict[str, Any] | None:
         eid = self.environment_id
         try:
-            data, response = self.raw(f"/v2/configurations/{eid}", {}, f"get environment {eid}")
+            data, response = self.hook.run(self.api.raw_get("environment", eid))
         except SkytapNotFoundError as err:
             self.mark("auth", "confirmed", "authenticated (the environment answered 404)")
             self.failure = f"environment {eid} not found: {err}"
@@ -190,18 +193,24 @@ class Probe:
     def check_scope(self) -> None:
         scope = self.hook.settings.list_scope
         try:
-            self.raw("/v2/configurations", {"scope": scope, "count": 1}, f"list scope={scope}")
+            self.page("environment", count=1, scope=scope, tags=False)
+        except SkytapAuthError as err:
+            hint = (
+                "the user is not a company admin: make it one, or set the connection extra "
+                '{"list_scope": "me"} if this user makes every copy the provider manages'
+                if scope == "company"
+                else "check the user's permissions"
+            )
+            self.mark("scope", "differs", f"scope={scope} refused ({err}); {hint}")
+            return
         except SkytapError as err:
             self.mark("scope", "differs", f"scope={scope} refused: {err}")
             return
         self.mark("scope", "confirmed", f"scope={scope} answered a list")
 
     def check_paging(self) -> None:
-        params: dict[str, str | int] = {"count": 1, "offset": 0, "tags": "true"}
-        scope = self.hook.settings.list_scope
-        params["scope"] = scope
         try:
-            first, response = self.raw("/v2/configurations", params, "list page 1")
+            first, response = self.page("environment", count=1, offset=0)
             header = response.header("Content-Range")
             if not isinstance(first, list):
                 self.mark("paging", "differs", f"the list is {type(first).__name__}, not a list")
@@ -216,7 +225,7 @@ class Probe:
             if int(total) < 2:
                 self.mark("paging", "not checked", f"only {total} environment(s): one page")
                 return
-            second, _ = self.raw("/v2/configurations", {**params, "offset": 1}, "list page 2")
+            second, _ = self.page("environment", count=1, offset=1)
         except SkytapError as err:
             self.mark("paging", "differs", str(err))
             return
@@ -233,17 +242,9 @@ class Probe:
     def check_list_tags(self, env: dict[str, Any]) -> None:
         eid = str(env["id"])
         name = env.get("name") or ""
-        params: dict[str, str | int] = {"count": PAGE_SIZE, "tags": "true"}
-        params["scope"] = self.hook.settings.list_scope
-        if name and "," not in name and "*" not in name:
-            params["query"] = f"name:{name}"
         try:
-            listed, _ = self.raw("/v2/configurations", params, "list with tags=true")
-            plain, _ = self.raw(
-                "/v2/configurations",
-                {k: v for k, v in params.items() if k != "tags"},
-                "list without tags",
-            )
+            listed, _ = self.page("environment", count=PAGE_SIZE, name=name or None)
+            plain, _ = self.page("environment", count=PAGE_SIZE, name=name or None, tags=False)
         except SkytapError as err:
             self.mark("list_tags", "differs", str(err))
             return
@@ -268,17 +269,13 @@ class Probe:
     def check_template(self) -> None:
         try:
             if self.template_id is None:
-                listed, _ = self.raw(
-                    "/v2/templates",
-                    {"count": 1, "scope": self.hook.settings.list_scope},
-                    "list templates",
-                )
+                listed, _ = self.page("template", count=1, tags=False)
                 if not listed:
                     self.mark("template_shape", "not checked", "the account shows no template")
                     return
                 self.template_id = check_id(listed[0].get("id"), "template id")
             tid = self.template_id
-            data, _ = self.raw(f"/v2/templates/{tid}", {}, f"get template {tid}")
+            data, _ = self.hook.run(self.api.raw_get("template", tid))
             template = check_resource("template", data, f"get template {tid}")
         except (SkytapError, ValueError) as err:
             self.mark("template_shape", "differs", str(err))
@@ -319,6 +316,7 @@ class Probe:
         stopped = self.watch_source(eid, running, "template", tid)
         if stopped:
             self.mark("live_copy", "differs", f"source VMs left running: {stopped}")
+            self.resume(eid)
         else:
             self.mark("live_copy", "confirmed", f"VMs {running} ran on through the save")
         if self.rows["busy_completion"].status == "not checked":
@@ -364,6 +362,17 @@ class Probe:
             if vid in running and vm.get("runstate") != "running":
                 stopped[vid] = str(vm.get("runstate"))
         return [f"{k}: {v}" for k, v in stopped.items()]
+
+    def resume(self, eid: str) -> None:
+        """Start again an environment the save suspended: the probe leaves nothing suspended."""
+        try:
+            env = self.hook.get_environment(eid)
+            if env.get("runstate") != "running":
+                self.hook.set_runstate(eid, "running", timeout=self.timeout)
+        except SkytapError as err:
+            self.cleanup.append(f"NOT resumed environment {eid}: {err}; start it by hand")
+        else:
+            self.cleanup.append(f"resumed environment {eid} (the save had suspended its VMs)")
 
     def check_template_tags(self, tid: str) -> None:
         try:
@@ -423,8 +432,8 @@ class Probe:
 
 BEHAVIOURS: tuple[tuple[str, str], ...] = (
     ("auth", "HTTP Basic user:token with Accept: application/json answers JSON"),
-    ("environment_shape", "GET /v2/configurations/{id}: the fields the provider reads"),
-    ("template_shape", "GET /v2/templates/{id}: busy true/false/null, region, name"),
+    ("environment_shape", "an environment read shows the fields the provider reads"),
+    ("template_shape", "a template read shows busy true/false/null, region, name"),
     ("paging", "lists page by count/offset with a Content-Range total"),
     ("list_tags", "lists with tags=true carry each resource's tags"),
     ("scope", "the connection's list scope (company by default) is allowed"),

@@ -763,6 +763,39 @@ class SkytapApi:
         data = yield from self._body(Request("GET", path, f"get {kind} {rid}"))
         return check_resource(kind, data, f"get {kind} {rid}")
 
+    def raw_get(self, kind: Kind, resource_id: Any) -> Plan[tuple[Any, Response]]:
+        """One environment or template as Skytap answers it, unchecked, with the response
+        (for ``probe``, which reports a shape that differs instead of failing on it)."""
+        kind = check_kind(kind)
+        rid = check_id(resource_id, f"{kind} id")
+        path = f"/v2/{_COLLECTION[kind]}/{rid}"
+        data, response = yield from self.call(Request("GET", path, f"get {kind} {rid}"))
+        assert response is not None
+        return data, response
+
+    def raw_page(
+        self,
+        kind: Kind,
+        *,
+        count: int,
+        offset: int = 0,
+        scope: str | None = None,
+        tags: bool = True,
+        name: str | None = None,
+    ) -> Plan[tuple[Any, Response]]:
+        """One page of a list as Skytap answers it, unchecked, with the response (``probe``)."""
+        kind = check_kind(kind)
+        params: dict[str, str | int] = {"count": count, "offset": offset}
+        params["scope"] = scope or self.list_scope
+        if tags:
+            params["tags"] = "true"
+        if name is not None and _query_safe(name):
+            params["query"] = f"name:{name}"
+        request = Request("GET", f"/v2/{_COLLECTION[kind]}", f"list {kind}s", params=params)
+        data, response = yield from self.call(request)
+        assert response is not None
+        return data, response
+
     def list_resources(
         self,
         kind: Kind,

@@ -14,6 +14,7 @@ from airflow_provider_skytap.hooks.api import (
     SkytapWaitTimeoutError,
 )
 from airflow_provider_skytap.hooks.skytap import SkytapHook
+from tests.integration.conftest import FAST, set_connection
 from tests.integration.helpers import api_requests, default_seed, live_named
 
 ENV = "1001"  # erp-prod, 3 running VMs, US-West (the simulator's default seed)
@@ -77,9 +78,24 @@ def test_save_as_template_then_copy_it_to_another_region(hook: SkytapHook) -> No
     assert (dr["region"], dr["name"]) == ("EMEA", "erp nightly DR")
 
 
-def test_a_bad_region_fails_at_once_with_skytaps_message(hook: SkytapHook, sim: Any) -> None:
+def test_a_bad_region_fails_at_once_with_skytaps_message(
+    sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A region the package does not know is refused before any request...
     sim.admin.clear_requests()
-    with pytest.raises(SkytapAPIError) as caught:
+    with SkytapHook("skytap_it_regions", retry_policy=FAST) as hook:
+        set_connection(monkeypatch, "skytap_it_regions", sim.url, sim.username, sim.token)
+        with pytest.raises(ValueError, match="extra_regions"):
+            hook.copy_template(TEMPLATE, name="x", target_region="Mars-1")
+    assert api_requests(sim) == []
+    # ...and one the user added but Skytap does not have fails at once with Skytap's message.
+    set_connection(
+        monkeypatch, "skytap_it_mars", sim.url, sim.username, sim.token, extra_regions=["Mars-1"]
+    )
+    with (
+        SkytapHook("skytap_it_mars", retry_policy=FAST) as hook,
+        pytest.raises(SkytapAPIError) as caught,
+    ):
         hook.copy_template(TEMPLATE, name="x", target_region="Mars-1")
     assert caught.value.status == 422
     assert "Mars-1" in str(caught.value) and str(caught.value).startswith(

@@ -12,12 +12,15 @@ from airflow_provider_skytap import checks
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (["Mars-1"], "dr_regions: 'Mars-1' is not a Skytap region; Skytap's regions: US-West,"),
+        (["Mars-1"], "dr_regions 'Mars-1' is not a Skytap region this provider knows (APAC-2,"),
         (["EMEA", "EMEA"], "dr_regions: 'EMEA' is listed twice in ['EMEA', 'EMEA']"),
         (["US-West"], "dr_regions: 'US-West' is the region the backup is made in"),
-        (["EMEA west"], "dr_regions: 'EMEA west' is not a Skytap region name"),
+        (
+            ["EMEA west"],
+            "dr_regions must be a Skytap region name such as 'US-West' or 'EMEA', got 'EMEA west'",
+        ),
         ("EMEA", "dr_regions must be a list of Skytap region names, got 'EMEA'"),
-        ([None], "dr_regions: None is not a Skytap region name"),
+        ([None], "dr_regions must be a Skytap region name such as 'US-West' or 'EMEA', got None"),
     ],
 )
 def test_a_bad_dr_region_is_named_with_the_field(value: Any, message: str) -> None:
