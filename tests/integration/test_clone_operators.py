@@ -339,3 +339,26 @@ def test_a_deferrable_region_copy_refused_as_busy_waits_on_the_triggerer_not_in_
     assert posts[-2:] == [423, 200]  # refused once, sent again only after the wait
     copies = [t for t in sim.admin.state()["templates"] if t["region"] == "EMEA"]
     assert len(copies) == 1
+
+
+def test_live_clone_and_its_dr_copy_keep_every_vm_running(
+    skytap_conn: str, hook: SkytapHook, sim: Any
+) -> None:
+    """The defaults ask Skytap for a live clone and send the region override: the source runs
+    on (the fixture's teardown checks no VM was suspended) and the DR copy is accepted."""
+    made = run_task(clone(skytap_conn), context()).result
+    dr = run_task(region_copy(skytap_conn, made["id"], "SG-Singapore-M-1"), context()).result
+    assert hook.get_template(dr["id"])["region"] == "SG-Singapore-M-1"
+    env = hook.get_environment(ENV)
+    assert env["runstate"] == "running" and {vm["runstate"] for vm in env["vms"]} == {"running"}
+
+
+@pytest.mark.suspends_vms(3)
+def test_a_non_live_clone_must_be_asked_for_and_warns(
+    skytap_conn: str, hook: SkytapHook, sim: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match="live must be True or False, got 'no'"):
+        run_task(clone(skytap_conn, live="no"), context())
+    run_task(clone(skytap_conn, live=False), context())
+    assert "Skytap will SUSPEND the environment's running VMs" in capsys.readouterr().out
+    assert {vm["runstate"] for vm in hook.get_environment(ENV)["vms"]} == {"suspended"}
