@@ -610,6 +610,8 @@ def _run_soak(soak: Soak, workdir: Path, own_log: Path, result: dict[str, Any]) 
         soak_seconds = time.monotonic() - began
         final_frozen = vms.frozen()
         final_guardians = guardians_gone(vms, within=2)
+        result["suspended_by_copy"] = admin.suspended_count()
+        print(f"VMs suspended by a copy (no live clone): {result['suspended_by_copy']}")
         state = admin.state()
         dups = duplicates(state)
         prefix = f"{DAG_ID}-environment-{ENV}-"

@@ -98,7 +98,11 @@ def main() -> int:
             report(env, state, requests, control, ok)
             left = vms.frozen()
             say(f"VMs frozen or paused at the end: {', '.join(left) if left else 'none'}")
-    return 0 if ok else 1
+            # Every copy asks Skytap for a live clone: one without it suspends the VMs.
+            suspended = sim.admin.suspended()
+            listed = ", ".join(f"{s['environment_id']}/{s['vm_id']}" for s in suspended)
+            say(f"VMs suspended by a copy (no live clone): {len(suspended)} {listed}".rstrip())
+    return 0 if ok and not suspended else 1
 
 
 def run_backup(env: dict[str, str], quiesce: dict[str, Any]) -> bool:
