@@ -86,6 +86,24 @@ def get_provider_info() -> dict[str, Any]:
                         "limited (429) and unavailable (5xx) answers before it fails.",
                         "schema": {"type": ["number", "null"], "default": 600, "minimum": 0},
                     },
+                    "extra_regions": {
+                        "label": "Extra regions",
+                        "description": "Skytap regions added after this release, comma "
+                        "separated (e.g. US-Ohio-M-1); the 16 Skytap lists are always known.",
+                        "schema": {"type": ["string", "null"], "default": ""},
+                    },
+                    "list_scope": {
+                        "label": "List scope",
+                        "description": "company (default; needs a company admin) or me (only "
+                        "this user's resources: use only if this user makes every copy).",
+                        "schema": {"type": ["string", "null"], "default": "company"},
+                    },
+                    "allow_http": {
+                        "label": "Allow plain http:// to a remote host",
+                        "description": "The token would cross the network readable; only for "
+                        "a trusted network. Loopback is always allowed.",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
                 },
             }
         ],

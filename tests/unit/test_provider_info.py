@@ -25,7 +25,14 @@ def test_connection_type_is_declarative_and_matches_the_hook() -> None:
     assert (module, name) == (SkytapHook.__module__, SkytapHook.__name__)
     # Every extra the hook reads is a declared field with a default the hook also uses.
     fields = conn["conn-fields"]
-    assert set(fields) == {"timeout", "verify_ssl", "retry_deadline"}
+    assert set(fields) == {
+        "timeout",
+        "verify_ssl",
+        "retry_deadline",
+        "extra_regions",
+        "list_scope",
+        "allow_http",
+    }
     assert [
         fields[k]["schema"]["default"] for k in ("timeout", "verify_ssl", "retry_deadline")
     ] == [
