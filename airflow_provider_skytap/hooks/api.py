@@ -290,8 +290,10 @@ def api_error(request: Request, response: Response) -> SkytapAPIError:
     elif response.status in (401, 403):
         cls = SkytapAuthError
     detail = None
-    if cls is SkytapAuthError:
+    if response.status == 401:
         detail = "check the connection's Skytap user name and API security token"
+    elif response.status == 403:
+        detail = "Skytap does not let the connection's user do this"
     return cls(
         request.action, response.status, error_messages(response), response.request_id, detail
     )
