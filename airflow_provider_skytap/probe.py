@@ -319,7 +319,7 @@ class Probe:
             self.resume(eid)
         else:
             self.mark("live_copy", "confirmed", f"VMs {running} ran on through the save")
-        if self.rows["busy_completion"].status == "not checked":
+        if self.rows["busy_completion"].status != "confirmed":
             self.skip_rest(COPY_KEYS, "the save did not complete")
             return
         self.check_template_tags(tid)
