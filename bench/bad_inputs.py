@@ -880,9 +880,9 @@ Notes, and what was left as it is:
 - `LiveCloneOperator`, `CopyTemplateToRegionOperator` and `PruneBackupsOperator` raise a plain
   `ValueError` for a bad value, which Airflow retries (`retries` of the task) though it fails
   the same way each time; `QuiesceOperator` and the DAG's `dr_regions` fail at once.
-- Skytap has no call that lists regions: `hooks.api.REGIONS` is the list from its help topic
-  "understanding-regions"; a region Skytap adds later must be added there (or passed as
-  `checks.dr_regions(known=...)`) before the example DAG accepts it.
+- Skytap has no call that lists regions: `hooks.api.REGIONS` is the list of 16 from its help
+  topic "understanding-regions"; a region Skytap adds later goes in the connection extra
+  `extra_regions`, which the example DAG's `dr_regions` task reads.
 """
     return body
 

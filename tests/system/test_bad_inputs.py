@@ -141,7 +141,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [
         (
             {"dr_regions": ["Mars-1"]},
-            "dr_regions: 'Mars-1' is not a Skytap region; Skytap's regions: US-West",
+            "dr_regions 'Mars-1' is not a Skytap region this provider knows (APAC-2, ",
         ),
         (
             {"dr_regions": ["US-West"]},
