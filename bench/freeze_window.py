@@ -25,6 +25,7 @@ import argparse
 import copy
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -99,8 +100,13 @@ def measure(
 ) -> dict[str, Any]:
     """One run's figures from the thaw report, the clone's result, the simulator's state and
     the task instances (``task_id``, ``start``, ``end``)."""
-    window = thaw["freeze_window"]
-    first, last = _epoch(window["first_frozen_at"]), _epoch(window["last_thawed_at"])
+    # The lab's VMs share this machine's clock, so their own timestamps compare here (the
+    # provider never subtracts two VMs' clocks; a bench on one machine may).
+    hosts = thaw.get("hosts", [])
+    frozen = [t for t in (_epoch(h.get("frozen_at")) for h in hosts) if t is not None]
+    thawed = [t for t in (_epoch(h.get("thawed_at")) for h in hosts) if t is not None]
+    first = min(frozen) if frozen else None
+    last = max(thawed) if thawed else None
     job = next(j for j in state.get("jobs", []) if str(j.get("target_id")) == str(clone["id"]))
     # The copy ends when its last disk chunk is read: at ready_at, or later when the disk
     # copier's threads lag behind on a busy machine (each copied image's mtime says when).
@@ -133,6 +139,25 @@ def measure(
         "frozen_seconds": [h.get("seconds_frozen") for h in thaw.get("hosts", [])],
         "tasks": tasks,
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children (each ``airflow dags test``)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _lab_cpu(lab: Any) -> float:
+    """CPU seconds the lab's sshds and what they ran and reaped (every command on the VMs)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks = 0
+    for vm in lab.vms:
+        try:
+            fields = Path(f"/proc/{vm.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / hz
 
 
 def run_cases(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,9 +200,15 @@ def run_cases(args: argparse.Namespace) -> dict[str, Any]:
                             "dr_regions": [],
                             "max_freeze_seconds": 120,
                         }
-                        t0 = time.monotonic()
+                        t0, cpu0, vm0 = time.monotonic(), _children_cpu(), _lab_cpu(vms)
                         done = airflow_cli.dags_test(env, DAG_ID, date, conf)
                         wall = time.monotonic() - t0
+                        time.sleep(0.5)  # the sshds reap the closed connections' processes
+                        cpu = {
+                            "controller_cpu_s": round(_children_cpu() - cpu0, 3),
+                            "vm_cpu_ms_per_host": round(1000 * (_lab_cpu(vms) - vm0) / hosts, 1),
+                            "load_1min": round(os.getloadavg()[0], 2),
+                        }
                         if args.keep_logs:
                             logs = Path(args.keep_logs)
                             logs.mkdir(parents=True, exist_ok=True)
@@ -201,7 +232,7 @@ def run_cases(args: argparse.Namespace) -> dict[str, Any]:
                             out["errors"].append(f"dags test {hosts} hosts {date}: {err!r}")
                             print((done.stdout + done.stderr)[-3000:], file=sys.stderr)
                             continue
-                        fig |= {"ok": ok, "wall": round(wall, 1), "round": rnd}
+                        fig |= {"ok": ok, "wall": round(wall, 1), "round": rnd} | cpu
                         print(f"dags test, {hosts} hosts, round {rnd}: {fig}", file=sys.stderr)
                         out["dags_test"].setdefault(str(hosts), []).append(fig)
             if args.scheduler_runs:
