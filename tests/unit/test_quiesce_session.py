@@ -17,13 +17,11 @@ QUIESCE = Path(__file__).resolve().parents[2] / "airflow_provider_skytap" / "qui
 
 def test_nothing_under_quiesce_imports_the_operators_or_the_hooks() -> None:
     offenders = {}
+    forbidden = ("airflow_provider_skytap.operators", "airflow_provider_skytap.hooks")
     for path in QUIESCE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module.startswith(
-                    ("airflow_provider_skytap.operators", "airflow_provider_skytap.hooks")
-                ):
-                    offenders[path.name] = node.module
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(forbidden):
+                offenders[path.name] = node.module
     assert offenders == {}
 
 
