@@ -36,9 +36,19 @@ PROFILE_OPTIONS: Mapping[str, frozenset[str]] = {
 APP = "app"
 # The profiles that take pre_freeze_command / post_thaw_command.
 COMMAND_PROFILES = frozenset({"custom", APP})
-# Freezing these can hang the host, sshd and sudo (they write to / and /var); refused unless
-# the DAG author forces it with allow_root_fs=True. The script checks the same list.
-SYSTEM_MOUNTS = frozenset({"/", "/boot", "/boot/efi", "/usr", "/var"})
+
+
+def _system_mounts() -> frozenset[str]:
+    """The guardian's SYSTEM_MOUNTS line: freezing these can hang the host, sshd and sudo;
+    refused unless the DAG author forces it with allow_root_fs=True."""
+    text = resources.files(__package__).joinpath("guardian.sh").read_text()
+    found = re.search(r"^SYSTEM_MOUNTS='([^']*)'$", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError("guardian.sh has no SYSTEM_MOUNTS line")
+    return frozenset(found.group(1).split())
+
+
+SYSTEM_MOUNTS = _system_mounts()
 STATE_DIR = "/run/skytap-quiesce"
 LIB_DIR = f"{STATE_DIR}/lib"
 # A user other than root (profile app without sudo) keeps the script and the guardians' records

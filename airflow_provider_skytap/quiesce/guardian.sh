@@ -43,6 +43,9 @@ case $0 in
 esac
 NL='
 '
+# The system mounts: freezing one can hang the host, sshd and sudo (they write to / and /var).
+# Refused unless forced. The one list: the Airflow side reads it from this line.
+SYSTEM_MOUNTS='/ /boot /boot/efi /usr /var'
 # Bytes that end a line for some reader (str.splitlines: C0 controls, DEL, the C1 controls
 # U+0080-U+009F, U+2028 and U+2029), as patterns over UTF-8 bytes (LC_ALL=C).
 C1=$(printf '\302[\200-\237]')
@@ -63,6 +66,10 @@ now() {
     _t=$(date +%s.%N 2>/dev/null)
     case $_t in *N* | '') _t=$(date +%s) ;; esac
     printf '%s' "$_t"
+}
+is_system_mount() {
+    for _s in $SYSTEM_MOUNTS; do [ "$1" = "$_s" ] && return 0; done
+    return 1
 }
 is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 # State files hold one line each. Shell builtins only (no fork+exec per value): on a busy
@@ -234,12 +241,9 @@ cmd_preflight() {
             fail preflight "$m is a $_fstype filesystem, which cannot be frozen (fsfreeze works \
 on disk filesystems such as ext4, xfs and btrfs)" ;;
         esac
-        if [ "$allow" = 0 ]; then
-            case $m in
-            / | /boot | /boot/efi | /usr | /var)
-                fail preflight "$m is a system filesystem; freezing it can hang the host and \
-new SSH logins (pass allow_root_fs=True to force it)" ;;
-            esac
+        if [ "$allow" = 0 ] && is_system_mount "$m"; then
+            fail preflight "$m is a system filesystem; freezing it can hang the host and \
+new SSH logins (pass allow_root_fs=True to force it)"
         fi
         if [ "$(stat -c %d "$m")" = "$_statedev" ]; then
             fail preflight "$m holds $BASE, where the guardian keeps its state; that must \
@@ -259,12 +263,9 @@ stay writable (is /run a tmpfs on this host?)"
 # directory will do, on any filesystem (the state dir's too); it must be writable, as the thaw
 # checks it is.
 preflight_app_dir() {
-    if [ "$allow" = 0 ]; then
-        case $1 in
-        / | /boot | /boot/efi | /usr | /var)
-            fail preflight "$1 is a system directory; list the application's own data \
-directories (pass allow_root_fs=True to force it)" ;;
-        esac
+    if [ "$allow" = 0 ] && is_system_mount "$1"; then
+        fail preflight "$1 is a system directory; list the application's own data \
+directories (pass allow_root_fs=True to force it)"
     fi
     probe "$1" 3
     case $? in
