@@ -160,6 +160,110 @@ def _lab_cpu(lab: Any) -> float:
     return ticks / hz
 
 
+def _script_at(rev: str) -> str:
+    """The VM-side script as the operator of commit ``rev`` sends it (guardian + profiles)."""
+
+    def show(path: str) -> str:
+        return subprocess.run(
+            ["git", "show", f"{rev}:airflow_provider_skytap/quiesce/{path}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+
+    parts = [show("guardian.sh")]
+    parts += [
+        show(f"profiles/{name}.sh") for name in ("fsfreeze", "postgres", "mysql", "custom", "app")
+    ]
+    return "#!/bin/sh\n" + "\n".join(parts) + '\nmain "$@"\n'
+
+
+def step_cpu(rev: str, reps: int) -> dict[str, Any]:
+    """VM-side CPU of each step on one host, this tree's script against ``rev``'s, alternating:
+    preflight, arm and release (the commands as root, no SSH), and the guardian and its watchdog
+    (reaped as orphans: this process is their subreaper), on one loop-mounted ext4."""
+    import ctypes
+
+    from airflow_provider_skytap.quiesce import commands as qc
+
+    ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: the detached guardians come back
+    base = Path(tempfile.mkdtemp(prefix="skytap-bench-steps-", dir="/run"))
+    work = Path(tempfile.mkdtemp(prefix="bench-steps-"))
+    img, mnt = work / "disk.img", work / "mnt"
+    mnt.mkdir()
+    with img.open("wb") as f:
+        f.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True, timeout=60)
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True, timeout=60)
+    scripts = {"after": qc.guardian_script().text, "before": _script_at(rev)}
+    (base / "lib").mkdir()
+    for which, text in scripts.items():
+        (base / "lib" / f"{which}.sh").write_text(text)
+    out: dict[str, dict[str, list[float]]] = {w: {} for w in scripts}
+
+    def timed(which: str, step: str, *argv: str) -> None:
+        before = _children_cpu()
+        subprocess.run(
+            ["sh", str(base / "lib" / f"{which}.sh"), *argv], capture_output=True, timeout=120
+        )
+        out[which].setdefault(step, []).append(1000 * (_children_cpu() - before))
+
+    def reap(which: str) -> None:
+        before, deadline = _children_cpu(), time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+        out[which].setdefault("guardian", []).append(1000 * (_children_cpu() - before))
+
+    try:
+        for rep in range(reps):
+            for which in scripts:
+                gid = f"steps-{which}-{rep}"
+                timed(
+                    which,
+                    "preflight",
+                    "preflight",
+                    "--id",
+                    gid,
+                    "--profile",
+                    "fsfreeze",
+                    "--",
+                    str(mnt),
+                )
+                arm = ["--id", gid, "--profile", "fsfreeze", "--max-seconds", "60"]
+                timed(which, "arm", "arm", *arm, "--step-timeout", "30", "--", str(mnt))
+                time.sleep(0.5)
+                thaw = ["--id", gid, "--profile", "fsfreeze", "--reason", "thaw"]
+                timed(
+                    which,
+                    "release",
+                    "thaw",
+                    *thaw,
+                    "--probe-timeout",
+                    "5",
+                    "--wait",
+                    "30",
+                    "--",
+                    str(mnt),
+                )
+                reap(which)
+    finally:
+        subprocess.run(["fsfreeze", "-u", str(mnt)], capture_output=True, timeout=60)
+        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+    return {
+        which: {step: round(sorted(v)[len(v) // 2], 1) for step, v in steps.items()}
+        for which, steps in out.items()
+    } | {"reps": reps, "rev": rev, "load_1min": round(os.getloadavg()[0], 2)}
+
+
 def run_cases(args: argparse.Namespace) -> dict[str, Any]:
     """Every case on this tree; answers ``{runner: {hosts: [run figures]}}``."""
     from demo import airflow_cli, lab
@@ -507,7 +611,17 @@ def main(argv: list[str] | None = None) -> int:
         "file of another invocation (e.g. after=/tmp/sched.json)",
     )
     parser.add_argument("--raw-out", help="write the raw figures here and stop (no section)")
+    parser.add_argument(
+        "--steps",
+        metavar="REV",
+        help="only the VM-side CPU of preflight, arm and release on one host, this tree's "
+        "script against REV's, as root on a loop-mounted ext4; prints JSON",
+    )
+    parser.add_argument("--steps-reps", type=int, default=15)
     args = parser.parse_args(argv)
+    if args.steps:
+        print(json.dumps(step_cpu(args.steps, args.steps_reps)))
+        return 0
     # SIGTERM (a timeout, a kill) unwinds the with blocks: no lab VM or Airflow left behind.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = machine()

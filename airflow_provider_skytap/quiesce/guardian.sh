@@ -134,10 +134,18 @@ ended() { ! kill -0 "$1" 2>/dev/null; }
 # filesystem's lock (flock on BASE/owner.DEV.lock, released if its holder dies), together with
 # the fsfreeze that makes it true, so a guardian or a thaw unfreezes a mount only while the
 # record names its own id: never one that another run froze since.
-# own_lock MOUNT: take the lock (fd 8) and set owner (the id recorded, or empty).
-own_lock() {
+# own_read MOUNT: set owner_file and owner (the id recorded, or empty), without the lock: a
+# snapshot, enough to leave a mount alone; acting on one takes the lock (own_lock).
+own_read() {
     _dev=$(stat -c %d -- "$1") || return 1
     owner_file=$BASE/owner.$_dev
+    owner=
+    [ -f "$owner_file" ] && IFS= read -r owner <"$owner_file"
+    return 0
+}
+# own_lock MOUNT: take the lock (fd 8), then read the record under it.
+own_lock() {
+    own_read "$1" || return 1
     exec 8>>"$owner_file.lock" || return 1
     flock -w 60 8 || { exec 8>&-; return 1; }
     owner=
@@ -776,9 +784,9 @@ cmd_thaw() {
         fi
         if [ "$profile" = app ]; then
             outcome=$app_outcome # nothing frozen: the application was paused, or not
-        elif ! own_lock "$m"; then
+        elif ! own_read "$m" || { [ "$owner" = "$id" ] && ! own_lock "$m"; }; then
             say error_step thaw
-            say error "cannot take the owner lock of $m"
+            say error "cannot read or lock the owner record of $m"
             say outcome "thaw-failed $m"
             bad=1
             i=$((i - 1))
