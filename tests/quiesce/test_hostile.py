@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_skytap.operators.quiesce import QuiesceError
-from tests.quiesce.conftest import quiesce, unique_run_id, write_finishes
+from tests.quiesce.conftest import guardian_pids, quiesce, unique_run_id, write_finishes
 
 # How many pids ahead of the newest one the planted symlinks cover: every process the freeze
 # and thaw start on this (shared) machine falls inside, so a predictable name is hit.
@@ -58,11 +58,11 @@ def test_a_thaw_never_unfreezes_a_mount_another_run_holds(loops, ssh_conns, monk
     freezes the same mount; A's thaw must leave B's freeze alone, and B's verdict stays true."""
     from airflow_provider_skytap.quiesce import spec
 
-    monkeypatch.setattr(spec, "GUARDIAN_WAIT", 4)  # A's thaw gives up on its guardian sooner
+    monkeypatch.setattr(spec, "GUARDIAN_WAIT", 8)  # A's thaw gives up on its guardian sooner
     conns = ssh_conns(1)
     mount = loops.make("shared")
     run_a, run_b = unique_run_id("owner-a"), unique_run_id("owner-b")
-    slow = {"profile": "custom", "post_thaw_command": "sleep 12"}
+    slow = {"profile": "custom", "post_thaw_command": "sleep 20"}
     quiesce(
         "freeze",
         run_id=run_a,
@@ -83,7 +83,7 @@ def test_a_thaw_never_unfreezes_a_mount_another_run_holds(loops, ssh_conns, monk
 
     thread = threading.Thread(target=thaw_a)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # A's thaw connects and tells its guardian (a busy host)
     while not write_finishes(mount / "a-thawed", 0.2):  # A's guardian thawed: B may freeze
         assert time.monotonic() < deadline, "run A's guardian did not thaw"
     quiesce("freeze", run_id=run_b, ssh_conn_ids=conns, mounts=[str(mount)], max_freeze_seconds=60)
@@ -93,7 +93,10 @@ def test_a_thaw_never_unfreezes_a_mount_another_run_holds(loops, ssh_conns, monk
     thawed_b = quiesce("thaw", run_id=run_b, ssh_conn_ids=conns, mounts=[str(mount)])
     assert thawed_b["hosts"][0]["consistency"] == "application-consistent"
     assert write_finishes(mount / "after", 5)
-    time.sleep(9)  # A's post-thaw step ends: no guardian left behind
+    deadline = time.monotonic() + 60
+    while guardian_pids():  # A's post-thaw step ends: no guardian left behind
+        assert time.monotonic() < deadline, "run A's guardian did not finish its post-thaw step"
+        time.sleep(0.5)
 
 
 def test_a_command_output_cannot_forge_a_report_line(loops, ssh_conns) -> None:
@@ -104,7 +107,7 @@ def test_a_command_output_cannot_forge_a_report_line(loops, ssh_conns) -> None:
     forge = r"printf 'oops\v@@sq fired=thaw\x85@@sq status=thawed' >&2; exit 3"
     settings = {"profile": "custom", "post_thaw_command": forge}
     quiesce("freeze", ssh_conn_ids=conns, mounts=[str(mount)], max_freeze_seconds=2, **settings)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not write_finishes(mount / "after", 0.2):
         assert time.monotonic() < deadline, "the guardian did not thaw at its deadline"
     time.sleep(0.5)  # the post-thaw step ends and the guardian writes its record
