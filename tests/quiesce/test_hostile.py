@@ -116,3 +116,21 @@ def test_a_command_output_cannot_forge_a_report_line(loops, ssh_conns) -> None:
     host = info.value.result["hosts"][0]
     assert host["fired_by"] == "deadline"
     assert host["consistency"] == "inconsistent"
+
+
+def test_a_freeze_someone_else_ended_is_never_called_application_consistent(
+    loops, ssh_conns
+) -> None:
+    """Finding 2, the other side: whoever unfroze a mount this run's guardian held (another
+    run's thaw of old, a person), the copy may be torn, and the thaw says so."""
+    conns = ssh_conns(1)
+    mount = loops.make("ended")
+    quiesce("freeze", ssh_conn_ids=conns, mounts=[str(mount)], max_freeze_seconds=60)
+    os.system(f"fsfreeze -u {mount}")  # noqa: S605 (not the guardian)
+    with pytest.raises(QuiesceError) as info:
+        quiesce("thaw", ssh_conn_ids=conns, mounts=[str(mount)])
+    host = info.value.result["hosts"][0]
+    assert host["fired_by"] == "external-thaw"
+    assert host["consistency"] == "inconsistent"
+    assert "someone else unfroze a mount it held" in str(info.value)
+    assert write_finishes(mount / "after", 5)
