@@ -16,6 +16,7 @@ guardians are found by name (``commands.guardian_id``), and a release is idempot
 from __future__ import annotations
 
 import logging
+import selectors
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -188,9 +189,7 @@ class _Host:
             how = f"as {user!r} with ssh_conn_id {self.target.ssh_conn_id!r}: {_describe(exc)}"
             raise HostStepError(self.label, f"{step} (ssh connect)", how) from exc
         try:
-            code, out, err = self.hook.exec_ssh_client_command(
-                client, command, get_pty=False, environment=None, timeout=timeout
-            )
+            code, out, err = _run_to_eof(client, command, timeout, self.hook.log)
         except Exception as exc:
             raise HostStepError(self.label, step, f"ssh: {_describe(exc)}") from exc
         return code, out.decode("utf-8", "replace"), _tail(err.decode("utf-8", "replace"))
@@ -502,6 +501,54 @@ class QuiesceSession:
             exc = future.exception()
             outcomes[host] = exc if isinstance(exc, Exception) else future.result()
         return outcomes
+
+
+# After the exit status, how long the output's end (EOF) may still take to arrive.
+EOF_GRACE = 5.0
+
+
+def _run_to_eof(client: Any, command: str, timeout: float, logger: Any) -> tuple[int, bytes, bytes]:
+    """Run ``command`` on a paramiko client and read stdout and stderr to their end.
+
+    ``SSHHook.exec_ssh_client_command`` stops reading once the exit status has come and no
+    data is waiting at that instant; sshd may send the exit status before the last of the
+    output, so the end of a report went missing now and then. Here the output is read up to
+    its EOF (at most :data:`EOF_GRACE` seconds after the exit status, in case a process the
+    command left behind holds the pipe open). Each report line is logged, as the hook did.
+    """
+    logger.info("Running command: %s", command)
+    _stdin, stdout, _stderr = client.exec_command(command, timeout=timeout)
+    channel = stdout.channel
+    channel.shutdown_write()
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    exited_at: float | None = None
+    with selectors.DefaultSelector() as selector:
+        # paramiko wakes this on data and at EOF (not on the exit status alone)
+        selector.register(channel, selectors.EVENT_READ)
+        while True:
+            while channel.recv_ready():
+                out += channel.recv(65536)
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            if channel.eof_received and not channel.recv_ready():
+                break
+            now = time.monotonic()
+            if exited_at is None and channel.exit_status_ready():
+                exited_at = now
+            if now > deadline or (exited_at is not None and now - exited_at > EOF_GRACE):
+                break
+            selector.select(0.2)
+    if not channel.status_event.wait(max(0.0, deadline - time.monotonic()) + 1):
+        channel.close()
+        raise TimeoutError(f"no answer within {timeout:g} s")
+    code = channel.recv_exit_status()
+    channel.close()
+    for line in bytes(out).decode("utf-8", "replace").splitlines():
+        logger.info("%s", line)
+    for line in bytes(err).decode("utf-8", "replace").splitlines():
+        logger.warning("%s", line)
+    return code, bytes(out), bytes(err)
 
 
 def _arm_fields(record: HostReport, answer: Answer) -> None:
