@@ -201,6 +201,7 @@ class FreezeThenCopyOperator(QuiesceOperator):
                 wait_for_completion=True,
                 deferrable=False,
                 timeout=float(self.max_freeze_seconds or 600),
+                freeze_report=report,
             )
         except Exception as err:
             self.log.warning(
@@ -239,6 +240,9 @@ class FrozenLiveCloneOperator(LiveCloneOperator):
         super().__init__(**kwargs)
         self.thaw_task_id = thaw_task_id
         self._context: Context | None = None
+        # The freeze's report, when the freeze task runs this one early: the thaw places the
+        # freezes on the controller's clock with it.
+        self.freeze_report: dict[str, Any] | None = None
 
     def _start(self, context: Context, deadline: float) -> dict[str, Any]:
         self._context = context  # for the early thaw (execute is wrapped: not overridden)
@@ -256,7 +260,13 @@ class FrozenLiveCloneOperator(LiveCloneOperator):
         :param context: this task's context (its params are the thaw task's)
         """
         try:
-            report: dict[str, Any] = _run_early(self, self.thaw_task_id, context, copy_task_id=None)
+            report: dict[str, Any] = _run_early(
+                self,
+                self.thaw_task_id,
+                context,
+                copy_task_id=None,
+                freeze_report=self.freeze_report,
+            )
         except Exception as err:
             self.log.warning(
                 "Early thaw failed (%s); the %s task thaws and reports", err, self.thaw_task_id
@@ -403,6 +413,7 @@ def frozen_copy(
         copy_task_id=copy_task_id,
         trigger_rule=TriggerRule.ALL_DONE,
         retry_delay=timedelta(seconds=5),
+        freeze_task_id="freeze",
         **QUIESCE_FROM_PARAMS,
     )
     freeze >> copy >> wait >> thaw

@@ -64,20 +64,21 @@ class Probe:
 
 @contextlib.contextmanager
 def instrumented(probe: Probe) -> Iterator[None]:
-    """Time QuiesceOperator's per-host steps and SSH connects (class-level wrappers, undone)."""
-    from airflow_provider_skytap.operators import quiesce as q
+    """Time the quiesce session's per-host steps and SSH connects (class-level wrappers, undone)."""
+    from airflow_provider_skytap.quiesce import session as q
 
     originals: dict[str, Callable[..., Any]] = {
-        "_preflight": q.QuiesceOperator._preflight,
-        "_arm": q.QuiesceOperator._arm,
-        "_thaw_host": q.QuiesceOperator._thaw_host,
+        "_preflight": q.QuiesceSession._preflight,
+        "_arm": q.QuiesceSession._arm,
+        "_thaw": q.QuiesceSession._thaw,
     }
+    steps = {"_preflight": "preflight", "_arm": "arm", "_thaw": "thaw_host"}
 
     def wrap(step: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def timed(self: Any, settings: Any, host: Any, *args: Any, **kwargs: Any) -> Any:
+        def timed(self: Any, host: Any, *args: Any, **kwargs: Any) -> Any:
             start = time.monotonic()
             try:
-                return fn(self, settings, host, *args, **kwargs)
+                return fn(self, host, *args, **kwargs)
             finally:
                 probe.add(step, host.label, start, time.monotonic())
 
@@ -95,12 +96,12 @@ def instrumented(probe: Probe) -> Iterator[None]:
 
     try:
         for name, fn in originals.items():
-            setattr(q.QuiesceOperator, name, wrap(name.strip("_"), fn))
+            setattr(q.QuiesceSession, name, wrap(steps[name], fn))
         q._Host._exec = timed_exec  # type: ignore[method-assign]
         yield
     finally:
         for name, fn in originals.items():
-            setattr(q.QuiesceOperator, name, fn)
+            setattr(q.QuiesceSession, name, fn)
         q._Host._exec = exec_original  # type: ignore[method-assign]
 
 

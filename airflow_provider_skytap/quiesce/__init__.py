@@ -1,5 +1,10 @@
-"""What runs on the VMs for QuiesceOperator: the guardian script, its profiles, the commands.
+"""The VM side of quiescing: the session API, the guardian script, its profiles, the commands.
 
-``guardian.sh`` and ``profiles/*.sh`` are package data; :mod:`.commands` builds every command
-the operator sends, with each user value quoted by :func:`shlex.quote`.
+- :mod:`.spec`: :class:`~.spec.QuiesceSpec` (validated settings) and :class:`~.spec.QuiesceTarget`.
+- :mod:`.session`: :class:`~.session.QuiesceSession`: preflight, arm, release over SSH.
+- :mod:`.report`: the typed per-host report and its ``to_xcom()``.
+- :mod:`.commands`: every command sent to a VM, each user value quoted by :func:`shlex.quote`,
+  and the report protocol. ``guardian.sh`` and ``profiles/*.sh`` are package data.
+
+Nothing here imports the operators; they are thin wrappers over the session.
 """

@@ -36,9 +36,19 @@ PROFILE_OPTIONS: Mapping[str, frozenset[str]] = {
 APP = "app"
 # The profiles that take pre_freeze_command / post_thaw_command.
 COMMAND_PROFILES = frozenset({"custom", APP})
-# Freezing these can hang the host, sshd and sudo (they write to / and /var); refused unless
-# the DAG author forces it with allow_root_fs=True. The script checks the same list.
-SYSTEM_MOUNTS = frozenset({"/", "/boot", "/boot/efi", "/usr", "/var"})
+
+
+def _system_mounts() -> frozenset[str]:
+    """The guardian's SYSTEM_MOUNTS line: freezing these can hang the host, sshd and sudo;
+    refused unless the DAG author forces it with allow_root_fs=True."""
+    text = resources.files(__package__).joinpath("guardian.sh").read_text()
+    found = re.search(r"^SYSTEM_MOUNTS='([^']*)'$", text, re.MULTILINE)
+    if found is None:
+        raise RuntimeError("guardian.sh has no SYSTEM_MOUNTS line")
+    return frozenset(found.group(1).split())
+
+
+SYSTEM_MOUNTS = _system_mounts()
 STATE_DIR = "/run/skytap-quiesce"
 LIB_DIR = f"{STATE_DIR}/lib"
 # A user other than root (profile app without sudo) keeps the script and the guardians' records
@@ -66,7 +76,22 @@ REPORT_PREFIX = "@@sq "
 # Report keys that may appear several times (one line per mount).
 LIST_KEYS = frozenset({"mount", "outcome", "mount_ok"})
 # How the guardian's hold ended when it did not end by the thaw task: the copy may be torn.
-GUARDIAN_FIRED = frozenset({"deadline", "signal", "guardian-died", "backstop"})
+# "external-thaw": a mount the guardian held was unfrozen by someone else while it held it.
+GUARDIAN_FIRED = frozenset({"deadline", "signal", "guardian-died", "backstop", "external-thaw"})
+# The report's one line terminator is "\n". Any other character some reader takes for a line
+# end or a control (C0, DEL, C1, U+2028/9) has no place in a report value or a mount name:
+# the script strips them from what it quotes, and refuses mounts holding them.
+_LINE_BREAKERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class ReportError(ValueError):
+    """A report line that breaks the protocol (a control or line-separator character)."""
+
+
+def bad_character(text: str) -> str | None:
+    """The first control or line-separator character in ``text``, as ``U+XXXX``, or None."""
+    found = _LINE_BREAKERS.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
 
 
 @dataclass(frozen=True)
@@ -138,13 +163,24 @@ def install_command(*, sudo: bool) -> str:
 
 
 def parse_report(stdout: bytes | str) -> dict[str, Any]:
-    """The script's ``@@sq key=value`` lines; LIST_KEYS collect every value, others the last."""
+    """The script's ``@@sq key=value`` lines; LIST_KEYS collect every value, others the last.
+
+    Lines end at ``\n`` only (never ``str.splitlines``, which also splits at ``\v``, ``\x85``
+    or U+2028 that a command's output may carry). A report line whose key or value holds a
+    control or line-separator character raises :class:`ReportError` naming the key.
+    """
     text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout
     report: dict[str, Any] = {key: [] for key in LIST_KEYS}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line.startswith(REPORT_PREFIX):
             continue
         key, _, value = line[len(REPORT_PREFIX) :].partition("=")
+        bad = bad_character(line)
+        if bad is not None:
+            raise ReportError(
+                f"the report line for {key[:40]!r} holds the character {bad}, which the guardian "
+                "strips: refusing a report that may be forged by a command's output"
+            )
         if key in LIST_KEYS:
             report[key].append(value)
         else:
@@ -176,8 +212,11 @@ def validate_mounts(mounts: Any, *, allow_root_fs: bool, profile: str = "fsfreez
     for mount in mounts:
         if not isinstance(mount, str) or not mount.startswith("/"):
             raise ValueError(f"mounts: {mount!r} is not an absolute path")
-        if any(ord(c) < 32 or ord(c) == 127 for c in mount):
-            raise ValueError(f"mounts: {mount!r} contains a control character")
+        bad = bad_character(mount)
+        if bad is not None:
+            raise ValueError(
+                f"mounts: {mount!r} contains the control or line-separator character {bad}"
+            )
         norm = posixpath.normpath(mount)
         if norm.startswith("//"):
             norm = "/" + norm.lstrip("/")

@@ -43,11 +43,19 @@ case $0 in
 esac
 NL='
 '
+# The system mounts: freezing one can hang the host, sshd and sudo (they write to / and /var).
+# Refused unless forced. The one list: the Airflow side reads it from this line.
+SYSTEM_MOUNTS='/ /boot /boot/efi /usr /var'
+# Bytes that end a line for some reader (str.splitlines: C0 controls, DEL, the C1 controls
+# U+0080-U+009F, U+2028 and U+2029), as patterns over UTF-8 bytes (LC_ALL=C).
+C1=$(printf '\302[\200-\237]')
+LS=$(printf '\342\200[\250\251]')
 
 # ---------------------------------------------------------------- small helpers
 
 say() { printf '@@sq %s=%s\n' "$1" "$2"; }
-oneline() { tr '\n\r\t' '   ' | sed 's/ *$//' | cut -c1-1500; }
+# oneline: stdin as one report value: every control or line-separator character a space.
+oneline() { tr '\000-\037\177' '[ *]' | sed "s/$C1/ /g; s/$LS/ /g; s/ *\$//" | cut -c1-1500; }
 fail() {
     # fail STEP MESSAGE [EXIT]: report the failing step and stop
     say error_step "$1"
@@ -58,6 +66,10 @@ now() {
     _t=$(date +%s.%N 2>/dev/null)
     case $_t in *N* | '') _t=$(date +%s) ;; esac
     printf '%s' "$_t"
+}
+is_system_mount() {
+    for _s in $SYSTEM_MOUNTS; do [ "$1" = "$_s" ] && return 0; done
+    return 1
 }
 is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 # State files hold one line each. Shell builtins only (no fork+exec per value): on a busy
@@ -83,7 +95,11 @@ check_mount() {
     /*) ;;
     *) fail args "mount '$1' is not an absolute path" 2 ;;
     esac
-    case $1 in *"$NL"*) fail args "mount names may not contain a newline" 2 ;; esac
+    case $1 in
+    *[[:cntrl:]]* | *$C1* | *$LS*)
+        fail args "mount '$(printf '%s' "$1" | oneline)' contains a control or line-separator \
+character" 2 ;;
+    esac
 }
 
 # The pid recorded in DIR/pid still runs this guardian: not a recycled pid, and not a zombie
@@ -113,17 +129,42 @@ poll() {
 # ended PID: the process is gone (a zombie still counts as there; see guardian_alive).
 ended() { ! kill -0 "$1" 2>/dev/null; }
 
-# probe MOUNT SECONDS: a write (create + remove a file) that cannot hang the caller.
+# The owner record: BASE/owner.DEV names the guardian whose fsfreeze -f froze the filesystem
+# DEV (a bind mount is the same filesystem). It is written and removed only under the
+# filesystem's lock (flock on BASE/owner.DEV.lock, released if its holder dies), together with
+# the fsfreeze that makes it true, so a guardian or a thaw unfreezes a mount only while the
+# record names its own id: never one that another run froze since.
+# own_read MOUNT: set owner_file and owner (the id recorded, or empty), without the lock: a
+# snapshot, enough to leave a mount alone; acting on one takes the lock (own_lock).
+own_read() {
+    _dev=$(stat -c %d -- "$1") || return 1
+    owner_file=$BASE/owner.$_dev
+    owner=
+    [ -f "$owner_file" ] && IFS= read -r owner <"$owner_file"
+    return 0
+}
+# own_lock MOUNT: take the lock (fd 8), then read the record under it.
+own_lock() {
+    own_read "$1" || return 1
+    exec 8>>"$owner_file.lock" || return 1
+    flock -w 60 8 || { exec 8>&-; return 1; }
+    owner=
+    [ -f "$owner_file" ] && IFS= read -r owner <"$owner_file"
+    return 0
+}
+own_unlock() { exec 8>&-; }
+
+# probe MOUNT SECONDS: a write that cannot hang the caller and touches nothing a VM user can
+# steer: the mount's own directory gets its times set to now (touch -c -h: no file created, no
+# symlink followed); no name under the mount is ever opened, so a planted symlink leads nowhere.
 # A write to a frozen filesystem blocks in the kernel and cannot be killed, so it runs in a
 # background subshell that we stop waiting for: 0 writable, 1 error (in $probe_err), 2 hangs.
-# A probe left hanging finishes and removes its file once the filesystem thaws.
 probe() {
-    _f="$1/.skytap-quiesce-probe.$$"
     _e="$BASE/.probe-err.$$"
     (
         trap '' HUP INT TERM QUIT
-        : >"$_f" && rm -f "$_f"
-    ) </dev/null >/dev/null 2>"$_e" 7>&- &
+        touch -c -h -- "$1"
+    ) </dev/null >/dev/null 2>"$_e" 7>&- 8>&- &
     _p=$!
     if ! poll "$2" ended "$_p"; then
         probe_err="a write did not finish within $2 s"
@@ -208,12 +249,9 @@ cmd_preflight() {
             fail preflight "$m is a $_fstype filesystem, which cannot be frozen (fsfreeze works \
 on disk filesystems such as ext4, xfs and btrfs)" ;;
         esac
-        if [ "$allow" = 0 ]; then
-            case $m in
-            / | /boot | /boot/efi | /usr | /var)
-                fail preflight "$m is a system filesystem; freezing it can hang the host and \
-new SSH logins (pass allow_root_fs=True to force it)" ;;
-            esac
+        if [ "$allow" = 0 ] && is_system_mount "$m"; then
+            fail preflight "$m is a system filesystem; freezing it can hang the host and \
+new SSH logins (pass allow_root_fs=True to force it)"
         fi
         if [ "$(stat -c %d "$m")" = "$_statedev" ]; then
             fail preflight "$m holds $BASE, where the guardian keeps its state; that must \
@@ -233,12 +271,9 @@ stay writable (is /run a tmpfs on this host?)"
 # directory will do, on any filesystem (the state dir's too); it must be writable, as the thaw
 # checks it is.
 preflight_app_dir() {
-    if [ "$allow" = 0 ]; then
-        case $1 in
-        / | /boot | /boot/efi | /usr | /var)
-            fail preflight "$1 is a system directory; list the application's own data \
-directories (pass allow_root_fs=True to force it)" ;;
-        esac
+    if [ "$allow" = 0 ] && is_system_mount "$1"; then
+        fail preflight "$1 is a system directory; list the application's own data \
+directories (pass allow_root_fs=True to force it)"
     fi
     probe "$1" 3
     case $? in
@@ -257,12 +292,21 @@ freeze_all() {
     while [ "$i" -le "$n" ]; do
         [ -n "$fired" ] && return 1
         m=$(getv "mount.$i")
+        if ! own_lock "$m"; then
+            setv "mstate.$i" failed
+            setv error_step freeze
+            setv error "cannot take the owner lock of $m"
+            return 1
+        fi
         if fsfreeze -f "$m" 2>"$dir/freeze.err"; then
+            printf '%s\n' "$id" >"$owner_file"
+            own_unlock
             setv "mstate.$i" frozen
             [ "$i" = 1 ] && setv frozen_at "$(now)"
             say frozen "$m"
         else
             _rc=$?
+            own_unlock
             _err=$(oneline <"$dir/freeze.err")
             case $_err in
             *busy* | *Busy*) setv "mstate.$i" busy ;; # frozen by someone else: not ours
@@ -280,19 +324,40 @@ freeze_all() {
 }
 
 thaw_ours() {
-    # Unfreeze, in reverse order, the mounts this guardian froze.
+    # Unfreeze, in reverse order, the mounts this guardian froze and still owns. One that is
+    # no longer ours (or was already thawed) was ended by someone else while we held it: the
+    # copy may be torn, and the hold ends as "external-thaw".
     [ -f "$dir/thaw_rc" ] || setv thaw_rc 0
     i=$n
     while [ "$i" -ge 1 ]; do
         if [ "$(getv "mstate.$i")" = frozen ]; then
-            m=$(cat "$dir/mount.$i")
-            if fsfreeze -u "$m" 2>"$dir/thaw.err" || grep -q 'Invalid argument' "$dir/thaw.err"; then
+            m=$(getv "mount.$i")
+            if ! own_lock "$m"; then
+                setv thaw_rc 1
+                setv error_step thaw
+                setv error "cannot take the owner lock of $m"
+            elif [ "$(getv "mstate.$i")" != frozen ]; then
+                own_unlock # the thaw task unfroze it for us meanwhile
+            elif [ "$owner" != "$id" ]; then
+                own_unlock
+                setv "mstate.$i" lost
+                fired=external-thaw
+            elif fsfreeze -u "$m" 2>"$dir/thaw.err"; then
+                rm -f "$owner_file"
+                own_unlock
                 setv "mstate.$i" thawed
                 say thawed "$m"
             else
-                setv thaw_rc 1
-                setv error_step thaw
-                setv error "fsfreeze -u $m: $(oneline <"$dir/thaw.err")"
+                grep -q 'Invalid argument' "$dir/thaw.err" && rm -f "$owner_file"
+                own_unlock
+                if grep -q 'Invalid argument' "$dir/thaw.err"; then
+                    setv "mstate.$i" lost
+                    fired=external-thaw
+                else
+                    setv thaw_rc 1
+                    setv error_step thaw
+                    setv error "fsfreeze -u $m: $(oneline <"$dir/thaw.err")"
+                fi
             fi
         fi
         i=$((i - 1))
@@ -352,6 +417,7 @@ set_mstates() {
 
 load() {
     dir=$1
+    id=${dir##*/}
     cd / || exit 1
     n=$(getv nmounts 0)
     max_seconds=$(getv max_seconds)
@@ -619,6 +685,7 @@ report_state() {
         say mount "$(getv "mstate.$_i") $_m"
         _i=$((_i + 1))
     done
+    say now "$(now)" # this host's clock as it answers: the controller checks it against its own
 }
 
 # ---------------------------------------------------------------- thaw
@@ -690,13 +757,10 @@ cmd_thaw() {
         fi
     done
 
-    # A guardian that finished or answered is trusted about which mounts it still holds;
-    # a dead one's mounts are all unfrozen (a mount that was not frozen answers "Invalid
-    # argument": already thawed). A mount someone else had frozen is left alone, and so is
-    # every mount when this run never armed a guardian here (its record is made before any
-    # freeze): whoever froze it, it was not us, and thawing it would break their copy.
-    trust=0
-    case $guardian in finished | told) trust=1 ;; esac
+    # A mount is unfrozen only while its owner record names this run's guardian (it froze it
+    # and nobody thawed it since), whether the guardian answered, is stuck or died. A mount
+    # another run froze since, or someone else froze, is left alone, and so is every mount
+    # when this run never armed a guardian here.
     bad=0
     unfroze=0
     i=$k
@@ -720,22 +784,40 @@ cmd_thaw() {
         fi
         if [ "$profile" = app ]; then
             outcome=$app_outcome # nothing frozen: the application was paused, or not
-        elif [ "$trust" = 0 ] || [ "$st" = frozen ]; then
-            if fsfreeze -u "$m" 2>"$work/err"; then
-                unfroze=1
-                outcome=thawed
-            elif grep -q 'Invalid argument' "$work/err"; then
-                outcome=already-thawed
-            else
-                say error_step thaw
-                say error "fsfreeze -u $m: $(oneline <"$work/err")"
-                say outcome "thaw-failed $m"
-                bad=1
-                i=$((i - 1))
-                continue
-            fi
+        elif ! own_read "$m" || { [ "$owner" = "$id" ] && ! own_lock "$m"; }; then
+            say error_step thaw
+            say error "cannot read or lock the owner record of $m"
+            say outcome "thaw-failed $m"
+            bad=1
+            i=$((i - 1))
+            continue
+        elif [ -n "$owner" ] && [ "$owner" != "$id" ]; then
+            # Another run's guardian froze it since: theirs to thaw, whatever our record says.
+            own_unlock
+            say outcome "not-ours $m"
+            i=$((i - 1))
+            continue
+        elif [ "$owner" != "$id" ]; then
+            own_unlock # nobody of ours holds it: thawed by the guardian, or never frozen by us
+            if [ "$st" = thawed ]; then outcome=thawed-by-guardian; else outcome=already-thawed; fi
+        elif fsfreeze -u "$m" 2>"$work/err"; then
+            rm -f "$owner_file"
+            own_unlock
+            unfroze=1
+            outcome=thawed
+            [ "$i" -le "$n" ] && setv "mstate.$i" thawed
+        elif grep -q 'Invalid argument' "$work/err"; then
+            rm -f "$owner_file"
+            own_unlock
+            outcome=already-thawed
         else
-            outcome=thawed-by-guardian
+            own_unlock
+            say error_step thaw
+            say error "fsfreeze -u $m: $(oneline <"$work/err")"
+            say outcome "thaw-failed $m"
+            bad=1
+            i=$((i - 1))
+            continue
         fi
         probe "$m" "$probe_timeout"
         case $? in
@@ -765,7 +847,7 @@ cmd_thaw() {
         fi
     fi
     [ -d "$dir" ] && report_state
-    [ -d "$dir" ] || { [ "$unfroze" = 1 ] && say thawed_at "$(now)"; }
+    [ -d "$dir" ] || say now "$(now)"
     [ -n "$app_outcome" ] && report_app_thaw
     exit "$bad"
 }

@@ -55,12 +55,8 @@ def test_eight_hosts_freeze_in_parallel_and_thaw(loops, writers, ssh_conns) -> N
     per_host = [h["seconds_frozen"] for h in thawed["hosts"]]
     assert all(h["guardian"] == "told" and not h["guardian_fired"] for h in thawed["hosts"])
     assert window["seconds"] >= max(per_host) > 0
-    print(
-        f"\n8 hosts: freeze window {window['seconds']} s "
-        f"({window['first_frozen_at']} to {window['last_thawed_at']}); "
-        f"first to last freeze {frozen['first_frozen_at']} to {frozen['last_frozen_at']}; "
-        f"seconds frozen per host {per_host}"
-    )
+    assert window["clock"] == "per-host"  # a thaw in another task, given no freeze report
+    print(f"\n8 hosts: freeze window {window} s; seconds frozen per host {per_host}")
 
 
 def test_thaw_is_idempotent_and_reverse_ordered(loops, ssh_conns) -> None:

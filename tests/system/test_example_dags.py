@@ -115,7 +115,9 @@ def test_the_backup_is_consistent_in_every_region_and_every_vm_was_thawed(
     }
     job = next(j for j in sim.admin.state()["jobs"] if j["target_id"] == copies_id(copies))
     assert job["start_at"] < at(tis["freeze"]["end"]), "the freeze task requests the copy"
-    last_thaw = at(thaw["freeze_window"]["last_thawed_at"])
+    # The lab's VMs share this machine's clock, so their own thaw times compare here.
+    last_thaw = max(at(h["thawed_at"]) for h in thaw["hosts"])
+    assert thaw["freeze_window"]["clock"] == "controller"  # the freeze report reached the thaw
     assert last_thaw < at(tis["clone"]["end"]) < at(tis["thaw"]["start"])
     print(f"freeze window {thaw['freeze_window']['seconds']} s over 3 VMs (1 s copy)")
 

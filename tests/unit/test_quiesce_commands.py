@@ -75,7 +75,7 @@ def test_install_command_carries_the_script_and_its_hash() -> None:
         ([], "mounts must name at least one filesystem to freeze, got []"),
         (["/data", "/data/"], "mounts: '/data' is listed twice"),
         (["/a/../b"], "not a normalised path (did you mean '/b'?)"),
-        (["/new\nline"], "contains a control character"),
+        (["/new\nline"], "contains the control or line-separator character"),
         (["/"], "refusing to freeze '/'"),
         (["/boot"], "refusing to freeze '/boot'"),
         (["/var"], "refusing to freeze '/var'"),

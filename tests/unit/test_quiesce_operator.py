@@ -41,7 +41,7 @@ def test_the_shape_of_the_task_is_checked_when_the_dag_loads(
 
 def test_thaw_needs_no_max_freeze_seconds() -> None:
     op = make(action="thaw", max_freeze_seconds=None)
-    assert op._settings().max_seconds is None
+    assert op.spec().max_seconds is None
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_templated_fields_render() -> None:
     assert op.max_freeze_seconds == "120"
     assert op.environment_id == "1001"
     assert op.mounts == ["/data/1001"]
-    assert op._settings().max_seconds == 120
+    assert op.spec().max_seconds == 120
     for name in ("mounts", "max_freeze_seconds", "environment_id", "vm_names", "profile"):
         assert name in QuiesceOperator.template_fields
 

@@ -1,0 +1,39 @@
+"""QuiesceSession over a real sshd and real ext4: it releases over the connections it froze
+with, and a release from another session (another task) reconnects and is idempotent."""
+
+from __future__ import annotations
+
+from tests.quiesce.conftest import assert_all_stalled, unique_run_id
+
+
+def test_a_session_releases_over_its_own_connections(loops, writers, ssh_conns) -> None:
+    from airflow_provider_skytap.quiesce.session import QuiesceSession
+    from airflow_provider_skytap.quiesce.spec import QuiesceSpec, QuiesceTarget
+
+    conns = ssh_conns(3)
+    mounts = {cid: [str(loops.make(f"s{i}"))] for i, cid in enumerate(conns)}
+    feed = [writers(loops.mounts[i]) for i in range(3)]
+    spec = QuiesceSpec.build(mounts=mounts, max_freeze_seconds=60)
+    targets = [QuiesceTarget(cid, cid, cid, cid) for cid in conns]
+    run_id = unique_run_id("session")
+    with QuiesceSession(spec, targets, dag_id="quiesce_test", run_id=run_id) as session:
+        frozen = session.freeze()
+        assert frozen.frozen_hosts == 3 and frozen.consistency == "application-consistent"
+        clients = [h.hook.client for h in session.hosts]
+        assert all(c is not None for c in clients)
+        assert_all_stalled(feed)
+        thawed = session.release()
+        assert [h.hook.client for h in session.hosts] == clients  # no new login
+    for writer in feed:
+        writer.wait_progress()
+    window = thawed.window()
+    assert window["clock"] == "controller"
+    assert window["seconds"] >= window["longest_host_seconds"] > 0
+    assert thawed.consistency == "application-consistent"
+    assert {h.guardian for h in thawed.hosts} == {"told"}
+    # The safety net (another task, another session) finds the same guardians, changes nothing.
+    with QuiesceSession(spec, targets, dag_id="quiesce_test", run_id=run_id) as later:
+        again = later.release(freeze_report=frozen.to_xcom())
+    assert {h.guardian for h in again.hosts} == {"finished"}
+    assert again.consistency == "application-consistent"
+    assert again.window()["clock"] == "controller"  # the freeze report places the freezes
