@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -9,6 +10,11 @@ import pytest
 
 from skytap_simulator.control import SimulatorAdmin, SimulatorProcess
 from skytap_simulator.seed import default_seed
+
+# Airflow's example DAGs stay out of every DagBag the tests parse. Airflow 3.3 removed
+# DagBag(include_examples=...) (apache/airflow#66161): the [core] load_examples setting alone
+# decides, and 3.2's DagBag reads the same setting when the argument is not given.
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 SHORT_DURATIONS = {
     "copy_seconds": 0.5,
