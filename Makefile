@@ -1,27 +1,39 @@
 # The README's two commands: `make demo` and `make test`. Each sets up what it needs.
 PYTHON ?= python3
+# Two virtual environments, two Airflow versions: .venv runs everything on the newest Airflow
+# (constraints.txt), .venv-floor runs the compatibility subset on the lowest Airflow the package
+# declares (constraints-floor.txt, the floor in pyproject.toml).
 VENV ?= .venv
+FLOOR_VENV ?= .venv-floor
 BIN := $(VENV)/bin
+FLOOR_BIN := $(FLOOR_VENV)/bin
 STAMP := $(VENV)/.installed
+FLOOR_STAMP := $(FLOOR_VENV)/.installed
 PYTEST_ARGS ?=
 UV := $(shell command -v uv 2>/dev/null)
 
-.PHONY: test lint demo bench venv constraints clean system-deps
+.PHONY: test test-newest test-floor lint demo bench venv venv-floor constraints constraints-floor clean system-deps
 
-$(BIN)/python:
-	scripts/bootstrap.sh $(VENV) $(PYTHON)
+%/bin/python:
+	scripts/bootstrap.sh $* $(PYTHON)
 
-# Installs the provider (editable) with its test extras, pinned by constraints.txt so every
-# machine and CI test the same versions: the lowest Airflow the package declares.
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+# Installs the provider (editable) with its test extras, pinned by a constraints file so every
+# machine and CI test the same versions. $(1): the venv, $(2): its constraints file.
+define install_venv
+$(1)/.installed: $(1)/bin/python pyproject.toml $(2)
 ifdef UV
-	uv pip install --python $(BIN)/python -e ".[test]" -c constraints.txt
+	uv pip install --python $(1)/bin/python -e ".[test]" -c $(2)
 else
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]" -c constraints.txt
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]" -c $(2)
 endif
-	touch $@
+	touch $$@
+endef
+$(eval $(call install_venv,$(VENV),constraints.txt))
+$(eval $(call install_venv,$(FLOOR_VENV),constraints-floor.txt))
 
 venv: $(STAMP)
+
+venv-floor: $(FLOOR_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -32,8 +44,35 @@ lint: $(STAMP)
 system-deps:
 	scripts/system-deps.sh
 
-test: system-deps lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The compatibility subset on the floor: unit tests, the hook against the simulator, the provider
+# as Airflow's CLI sees it, and one `airflow dags test` of each example DAG.
+FLOOR_TESTS ?= tests/unit \
+	tests/integration/test_hook_calls.py tests/integration/test_async_hook.py \
+	tests/integration/test_hook_retries.py tests/integration/test_airflow_cli.py \
+	tests/system/test_example_dags.py::test_the_backup_is_consistent_in_every_region_and_every_vm_was_thawed \
+	tests/system/test_example_dags.py::test_the_reporting_copy_is_powered_on_and_deleted_after_the_hours
+# Two pytest-xdist workers: most tests wait on a simulated copy or a subprocess, not the CPU.
+# tests/conftest.py keeps the tests that share fixed machine resources in one group each.
+XDIST_ARGS ?= -n 2 --dist loadgroup
+FLOOR_LOG := $(FLOOR_VENV)/test-floor.log
+
+# Everything on the newest Airflow (.venv), and beside it the floor subset (.venv-floor): the two
+# share no file, port or Airflow home. The floor's output is printed once the suite is done.
+test: system-deps lint $(FLOOR_STAMP)
+	@$(FLOOR_BIN)/python -m pytest $(FLOOR_TESTS) >$(FLOOR_LOG) 2>&1 & floor=$$!; \
+	$(BIN)/python -m pytest $(XDIST_ARGS) $(PYTEST_ARGS); newest=$$?; \
+	wait $$floor; floor=$$?; \
+	echo "=== the floor subset on Airflow $$($(FLOOR_BIN)/python -c 'import airflow; print(airflow.__version__)') ==="; \
+	cat $(FLOOR_LOG); \
+	echo "make test: newest Airflow exit $$newest, floor exit $$floor"; \
+	[ $$newest = 0 ] && [ $$floor = 0 ]
+
+# Each part alone: the full suite on the newest Airflow, or the floor subset.
+test-newest: system-deps lint
+	$(BIN)/python -m pytest $(XDIST_ARGS) $(PYTEST_ARGS)
+
+test-floor: system-deps $(FLOOR_STAMP)
+	$(FLOOR_BIN)/python -m pytest $(FLOOR_TESTS) $(PYTEST_ARGS)
 
 # The demo's VMs need sshd and the freeze tools: installed with apt when root and missing.
 demo: system-deps $(STAMP)
@@ -45,9 +84,13 @@ BENCH ?=
 bench: system-deps $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
 
-# Regenerate constraints.txt from the current environment (after a deliberate upgrade).
+# Regenerate constraints.txt from the current environment (after a deliberate upgrade), and
+# constraints-floor.txt from .venv-floor (after moving the floor in pyproject.toml).
 constraints: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^airflow-provider-skytap' > constraints.txt
 
+constraints-floor: $(FLOOR_STAMP)
+	$(FLOOR_BIN)/python -m pip freeze --exclude-editable | grep -v '^airflow-provider-skytap' > constraints-floor.txt
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(FLOOR_VENV) build *.egg-info

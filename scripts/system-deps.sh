@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System programs the quiesce tests, the example DAGs' system tests and `make demo` use: a real OpenSSH sshd (and ssh-keygen), sudo, and the
-# util-linux/e2fsprogs tools that freeze loop-mounted ext4 images. As root on Debian/Ubuntu,
+# System programs the quiesce tests, the example DAGs' system tests and `make demo` use: a real OpenSSH sshd (and ssh-keygen), sudo, the
+# util-linux/e2fsprogs tools that freeze loop-mounted ext4 images, and MariaDB's server and client
+# (tests/quiesce/test_mariadb.py starts a private mariadbd; the package's own service is not started). As root on Debian/Ubuntu,
 # installs whatever is missing with apt (no `apt-get update` when nothing is missing, so a
 # machine that has everything pays nothing). Otherwise it only says what is missing; the tests
 # that need it then skip and print why. Always exits 0: a missing tool is a skip, not an error.
@@ -23,6 +24,9 @@ declare -A provides=(
   [unshare]=util-linux
   [nsenter]=util-linux
   [timeout]=coreutils
+  [mariadbd]=mariadb-server
+  [mariadb-install-db]=mariadb-server
+  [mariadb]=mariadb-client
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from skytap_simulator.control import SimulatorAdmin, SimulatorProcess
 from skytap_simulator.seed import default_seed
+
+# Airflow in the test process reads its configuration (and, if a test needs one, its metadata
+# database) from a home of this session's own, never from ~/airflow: two test runs at once (the
+# floor's Airflow beside the newest, or two checkouts) must not share a config or a database.
+_HOME = tempfile.mkdtemp(prefix="skytap-tests-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _HOME
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+# Airflow's example DAGs stay out of every DagBag the tests parse. Airflow 3.3 removed
+# DagBag(include_examples=...) (apache/airflow#66161): the [core] load_examples setting alone
+# decides, and 3.2's DagBag reads the same setting when the argument is not given.
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 SHORT_DURATIONS = {
     "copy_seconds": 0.5,
@@ -65,3 +81,30 @@ def sim(simulator_process: SimulatorProcess, request: pytest.FixtureRequest) -> 
     expected = int(marker.args[0]) if marker else 0
     suspended = admin.suspended()
     assert len(suspended) == expected, f"VMs suspended by a copy without live_copy: {suspended}"
+
+
+# make test runs the suite on two pytest-xdist workers (-n 2 --dist loadgroup). Tests that share
+# a fixed resource of the machine stay on one worker, one after another, in file order:
+# - tests/quiesce: a fixed sudo user (skytapq) and its sudoers file, a fixed PostgreSQL user
+#   and port, the guardian records in /run/skytap-quiesce;
+# - tests/system: the Airflow stack the scheduler tests start, the lab's VMs, `airflow dags test`.
+# Every other test has its own simulator (one per worker), Airflow home and temporary files, and
+# goes to whichever worker is free.
+XDIST_GROUPS = ("tests/quiesce/", "tests/system/")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadgroup``, the groups above (the biggest group starts first).
+
+    xdist's own loadgroup reads ``xdist_group`` marks into ``item._nodeid``, which pytest 9 no
+    longer has, so the groups are made here from the test's path instead.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PathGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((g for g in XDIST_GROUPS if nodeid.startswith(g)), nodeid)
+
+    return PathGroups(config, log)

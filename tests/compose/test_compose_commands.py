@@ -1,8 +1,9 @@
 """Every command a compose service runs exists in the packages the image installs.
 
-The image is apache/airflow:3.2.2 plus ``pip install ".[docker]" -c constraints.txt``
-(docker/Dockerfile). The ``test`` extra includes ``docker``, so this virtualenv holds the
-same added packages at the same pins: the tests first check that, then run each service's
+The image is apache/airflow at the version constraints.txt pins, plus
+``pip install ".[docker]" -c constraints.txt`` (docker/Dockerfile). The ``test`` extra
+includes ``docker``, so this virtualenv holds the same added packages at the same pins: the
+tests first check that, then run each service's
 command (``--help``) here with the service's own environment, and start the simulator with
 the compose file's options and seed. The base image's own providers are not here, so a
 command that only works thanks to them fails these tests: the image must bring what it runs.

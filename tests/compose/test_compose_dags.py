@@ -33,7 +33,7 @@ def dags() -> dict[str, Any]:
     folder = ROOT / "dags"
     if not any(folder.glob("*.py")):
         pytest.skip("dags/ holds no DAG file yet: nothing for the compose stack to load")
-    bag = DagBag(str(folder), include_examples=False)
+    bag = DagBag(str(folder))  # no examples: tests/conftest.py
     assert bag.import_errors == {}
     return bag.dags
 

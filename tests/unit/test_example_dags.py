@@ -26,7 +26,7 @@ def dags() -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(socket.socket, "connect", refuse)
         mp.setattr(socket.socket, "connect_ex", refuse)
-        bag = DagBag(str(DAGS), include_examples=False)
+        bag = DagBag(str(DAGS))  # no examples: tests/conftest.py
     assert bag.import_errors == {}
     return bag.dags
 

@@ -17,8 +17,8 @@ RUN_TIME_ONLY = ("requests", "urllib3", "paramiko", "invoke")
 
 PARSE = """
 import json, sys
-from airflow.models.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])  # no examples: AIRFLOW__CORE__LOAD_EXAMPLES below
 errors = {k: str(v) for k, v in bag.import_errors.items()}
 loaded = sorted(m for m in sys.argv[2:] if m in sys.modules)
 print(json.dumps({"dags": sorted(bag.dags), "errors": errors, "loaded": loaded}))
