@@ -342,9 +342,12 @@ class Soak:
         stalled = watcher.stalled_now()
         if len(stalled) < len(vms.vms):
             return  # not every VM frozen yet
-        pids = af.kill_task_worker(freeze["id"])
+        worker = af.worker_running(freeze)
+        if worker is None:
+            return  # its worker not known yet: try again at the next poll
+        pids = af.kill(worker)
         if not pids:
-            return  # its worker not found this time: try again at the next poll
+            return
         self.kill = {
             "run_id": run_id,
             "task": "freeze",
