@@ -215,6 +215,7 @@ class _Poll:
     sightings: list[Sighting] = field(default_factory=list)
     last: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
     max_deferred: int = 0  # the most task instances one poll saw deferred together
+    began: float = field(default_factory=time.monotonic)  # the first poll
 
 
 def _conn_passwords(env: Mapping[str, str]) -> list[str]:
@@ -913,21 +914,26 @@ class AirflowStack:
         :return: the run's final state (``success`` or ``failed``), or its state at the
             timeout (the caller asserts)
         """
-        record = self._polls.setdefault((dag_id, run_id), _Poll())
         began = time.monotonic()
         state = None
         while time.monotonic() - began < timeout:
-            self._check_alive()
-            state = self.dag_run(dag_id, run_id)["state"]
-            tis = self.task_instances(dag_id, run_id)
-            for ti in tis:
-                self._record(record, time.monotonic() - began, ti)
-            deferred = sum(1 for ti in tis if ti["state"] == "deferred")
-            record.max_deferred = max(record.max_deferred, deferred)
+            state = self.poll_run(dag_id, run_id)
             if state in FINISHED:
                 break
             time.sleep(poll)
         print(f"airflow: run {run_id} {state} after {time.monotonic() - began:.1f}s")
+        return str(state)
+
+    def poll_run(self, dag_id: str, run_id: str) -> str:
+        """One poll of ``wait_for_run``: the run's state now; task instance changes recorded."""
+        record = self._polls.setdefault((dag_id, run_id), _Poll())
+        self._check_alive()
+        state = self.dag_run(dag_id, run_id)["state"]
+        tis = self.task_instances(dag_id, run_id)
+        for ti in tis:
+            self._record(record, time.monotonic() - record.began, ti)
+        deferred = sum(1 for ti in tis if ti["state"] == "deferred")
+        record.max_deferred = max(record.max_deferred, deferred)
         return str(state)
 
     @staticmethod
