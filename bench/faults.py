@@ -170,14 +170,28 @@ class Injector:
             made.kept_down = None
 
 
-def stack_env(simproc: SimulatorProcess, user: Mapping[str, Any], vms: lab.Lab) -> dict[str, str]:
-    """Connections and settings of the stack the fault runs use (and the soak's)."""
+def stack_env(
+    simproc: SimulatorProcess,
+    user: Mapping[str, Any],
+    vms: lab.Lab,
+    *,
+    timeout: float = 10,
+    retry_deadline: float = 300,
+) -> dict[str, str]:
+    """Connections and settings of the stack the fault runs use (and the soak's).
+
+    :param simproc: the simulator
+    :param user: the seed's user the skytap_default connection logs in as
+    :param vms: the lab (skytap_vm_ssh logs in on its VMs)
+    :param timeout: seconds one HTTP request may take (the connection's ``timeout``)
+    :param retry_deadline: seconds one hook call keeps retrying
+    """
     skytap = {
         "conn_type": "skytap",
         "host": simproc.url,
         "login": user["username"],
         "password": user["token"],
-        "extra": {"timeout": 10, "retry_deadline": 300},
+        "extra": {"timeout": timeout, "retry_deadline": retry_deadline},
     }
     return {
         "AIRFLOW_CONN_SKYTAP_DEFAULT": json.dumps(skytap),
