@@ -275,6 +275,8 @@ def run_one(
         if ti["state"] == "failed":
             label = ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
             failed[label] = task_error(af, run_id, ti, max(ti["try_number"], 1))
+            if failed[label].startswith("(no error in the log"):  # its process was killed
+                failed[label] = scheduler_verdict(af, run_id, ti["task_id"]) or failed[label]
     frozen = vms.frozen()
     left = guardians_gone(vms)
     if frozen:
@@ -309,6 +311,16 @@ def run_one(
         flush=True,
     )
     return record
+
+
+def scheduler_verdict(af: AirflowStack, run_id: str, task_id: str) -> str | None:
+    """What the scheduler logged when it failed a task whose process left no log: the line
+    of its missing heartbeat (a worker that died), if any."""
+    for line in af.log("scheduler").splitlines():
+        if "without a heartbeat" in line and run_id in line and f"'{task_id}'" in line:
+            host = line.split("'Hostname': '", 1)[-1].split("'", 1)[0]
+            return f"failed by the scheduler: no heartbeat from its worker ({host})"
+    return None
 
 
 def carried_on(record: Mapping[str, Any]) -> str:

@@ -52,7 +52,15 @@ import httpx
 from airflow_provider_skytap.backups import consistency
 from airflow_provider_skytap.operators.retention import CONFIRMED
 from bench.common import fmt, machine, summary, table, write_section
-from bench.faults import FAULTS, HEARTBEAT_TIMEOUT, MOMENTS, Injection, Injector, stack_env
+from bench.faults import (
+    FAULTS,
+    HEARTBEAT_TIMEOUT,
+    MOMENTS,
+    Injection,
+    Injector,
+    scheduler_verdict,
+    stack_env,
+)
 from demo import airflow_cli, lab
 from skytap_simulator.control import SimulatorAdmin, SimulatorError, SimulatorProcess
 from skytap_simulator.seed import default_seed
@@ -377,6 +385,8 @@ class Soak:
             last = max(ti["try_number"], 1)
             if ti["state"] == "failed":
                 failed[label] = task_error(af, run_id, ti, last)
+                if failed[label].startswith("(no error in the log"):  # its process was killed
+                    failed[label] = scheduler_verdict(af, run_id, ti["task_id"]) or failed[label]
             for earlier in range(1, last):
                 retried.setdefault(label, []).append(task_error(af, run_id, ti, earlier))
         record["failed_tasks"] = failed
