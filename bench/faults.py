@@ -274,9 +274,10 @@ def run_one(
     for ti in af.task_instances(DAG_ID, run_id):
         if ti["state"] == "failed":
             label = ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
-            failed[label] = task_error(af, run_id, ti, max(ti["try_number"], 1))
-            if failed[label].startswith("(no error in the log"):  # its process was killed
-                failed[label] = scheduler_verdict(af, run_id, ti["task_id"]) or failed[label]
+            # A task whose worker died says nothing; the scheduler's verdict comes first.
+            failed[label] = scheduler_verdict(af, run_id, ti["task_id"]) or task_error(
+                af, run_id, ti, max(ti["try_number"], 1)
+            )
     frozen = vms.frozen()
     left = guardians_gone(vms)
     if frozen:

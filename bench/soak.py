@@ -384,9 +384,10 @@ class Soak:
             label = ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
             last = max(ti["try_number"], 1)
             if ti["state"] == "failed":
-                failed[label] = task_error(af, run_id, ti, last)
-                if failed[label].startswith("(no error in the log"):  # its process was killed
-                    failed[label] = scheduler_verdict(af, run_id, ti["task_id"]) or failed[label]
+                # A task whose worker died says nothing; the scheduler's verdict comes first.
+                failed[label] = scheduler_verdict(af, run_id, ti["task_id"]) or task_error(
+                    af, run_id, ti, last
+                )
             for earlier in range(1, last):
                 retried.setdefault(label, []).append(task_error(af, run_id, ti, earlier))
         record["failed_tasks"] = failed
