@@ -360,7 +360,8 @@ class AirflowStack:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.base_url,
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(health_port),
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.component_hostname",
+            # By its module's name, also when this file runs as __main__ (make stack).
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.system.airflow_stack.component_hostname",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(scheduled_runs),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
         }
@@ -1017,15 +1018,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="skytap-stack-"))
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for sig in (signal.SIGTERM, signal.SIGINT):  # also when started with SIGINT ignored
+        signal.signal(sig, lambda *_: stop.set())
     with AirflowStack(home, args.dags_folder.resolve(), stop_timeout=30) as stack:
         print(
             f"\nAirflow UI: {stack.base_url}  user {stack.admin}, password in "
             f"{stack._password_file}\nAIRFLOW_HOME {home}; component logs in "
             f"{home / 'logs' / 'components'}. Ctrl-C stops it."
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        stop.wait()
+    print(f"stopped; its logs are kept in {home}")
     return 0
 
 
