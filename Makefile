@@ -94,3 +94,15 @@ constraints-floor: $(FLOOR_STAMP)
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) build *.egg-info
+
+# --- The distributed Airflow (issue 16, section 2; tests/system/airflow_stack.py) ----------
+# PostgreSQL and Redis from Debian's packages, installed with apt when root and missing (the
+# scheduler tests' fixture runs the same script). `make stack` starts docker-compose.yaml's
+# Airflow on this machine (private PostgreSQL and Redis on free loopback ports, api-server,
+# scheduler, dag-processor, two triggerers, two Celery workers) on dags/ until Ctrl-C.
+.PHONY: services stack
+services:
+	scripts/services.sh
+
+stack: services $(STAMP)
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m tests.system.airflow_stack

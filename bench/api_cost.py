@@ -390,9 +390,16 @@ def measure_slots(region_copy_seconds: float) -> dict[str, Any]:
             "AIRFLOW_CONN_SKYTAP_DEFAULT": json.dumps(conn),
             "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
             "AIRFLOW__CORE__PARALLELISM": "2",
+            # The slots counted are the LocalExecutor's worker processes (on PostgreSQL now).
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         }
         with AirflowStack(
-            Path(tmp) / "airflow", dags, env, dag_ids=[dag_id], secrets=[user["token"]]
+            Path(tmp) / "airflow",
+            dags,
+            env,
+            dag_ids=[dag_id],
+            secrets=[user["token"]],
+            replicas={"airflow-worker": 0},
         ) as af:
             scheduler = af.components["scheduler"].proc
             assert scheduler is not None

@@ -36,6 +36,7 @@ ORDER = (
     "many_envs",  # 5. 20 backups at once under a rate limit
     "parse_import",  # 6. DAG parse time, provider import time
     "soak",  # reliability: 50 runs under 20% faults and a SIGKILL
+    "faults",  # reliability: workers, triggerers, scheduler, Redis, PostgreSQL killed/restarted
     "bad_inputs",  # reliability: the catalogue of bad inputs
 )
 

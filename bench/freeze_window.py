@@ -363,8 +363,14 @@ def _scheduler(
     out: dict[str, list[dict[str, Any]]] = {}
     env = {f"AIRFLOW_CONN_{k.upper()}": json.dumps(v) for k, v in conns.items()}
     env["PYTHONPATH"] = str(airflow_cli.REPO)
+    env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"  # what RUNNERS names (on PostgreSQL now)
     with AirflowStack(
-        work / "stack", airflow_cli.DAGS, env, dag_ids=[DAG_ID], secrets=[TOKEN]
+        work / "stack",
+        airflow_cli.DAGS,
+        env,
+        dag_ids=[DAG_ID],
+        secrets=[TOKEN],
+        replicas={"airflow-worker": 0},
     ) as stack:
         for rnd in range(args.scheduler_runs):
             for hosts in hosts_list:

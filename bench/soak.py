@@ -1,20 +1,23 @@
-"""Reliability soak: the backup DAG run after run under the real scheduler, on real VMs, with
-20% of Skytap API calls failing and one SIGKILLed worker while the VMs are frozen.
+"""Reliability soak: the backup DAG run after run on the distributed Airflow, on real VMs, with
+20% of Skytap API calls failing and the infrastructure faults of bench/faults.py.
 
 Parts, all real but Skytap: ``demo.lab.Lab`` (three sshds, each in its own mount namespace with
 a loop-mounted ext4 disk and a writer fsyncing records), the Skytap simulator
 (``SimulatorProcess``) failing a fifth of the API requests (423, 429, 500, 503, dropped
 connections, some after the write was carried out, and delays longer than the connection's
-timeout), and Airflow's api-server, scheduler (LocalExecutor), dag-processor and triggerer
-(``tests.system.airflow_stack.AirflowStack``).
+timeout), and docker-compose.yaml's Airflow on this machine
+(``tests.system.airflow_stack.AirflowStack``: PostgreSQL, Redis, CeleryExecutor, two workers,
+two triggerers, api-server, scheduler, dag-processor, ``restart: always``).
 
 Each run is ``skytap_live_clone_backup`` triggered through the REST API with its own logical
 date (one per day, so each backup is named after its date; a backfill cannot make 50 runs: the
 DAG starts on 2026-11-01), with one DR region and ``keep=2``. Runs go one after another, so that
-after each one the soak can check that no VM is frozen and no guardian is left. One run (
-``--kill-run``) has its ``freeze`` worker SIGKILLed (the LocalExecutor worker and its task
-process) while the VMs are frozen and the copy runs (the freeze task holds them through the
-copy): the guardians must thaw by their deadline.
+after each one the soak can check that no VM is frozen and no guardian is left. Runs spread
+evenly over the soak each get one fault of ``--faults`` at its moment (bench/faults.py's
+``Injector``): the Celery worker running ``freeze`` SIGKILLed while every VM is frozen (the
+guardians must thaw by their deadline), the triggerer running the region copies' triggers
+SIGKILLed (the other must take them over), the scheduler, Redis and PostgreSQL restarted while
+the VMs are frozen.
 
 Checked and reported: runs green and failed (by task and error), tasks retried and why,
 injected failures by kind (the simulator's request log), duplicates in the simulator's final
@@ -44,9 +47,20 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
+
 from airflow_provider_skytap.backups import consistency
 from airflow_provider_skytap.operators.retention import CONFIRMED
 from bench.common import fmt, machine, summary, table, write_section
+from bench.faults import (
+    FAULTS,
+    HEARTBEAT_TIMEOUT,
+    MOMENTS,
+    Injection,
+    Injector,
+    scheduler_verdict,
+    stack_env,
+)
 from demo import airflow_cli, lab
 from skytap_simulator.control import SimulatorAdmin, SimulatorError, SimulatorProcess
 from skytap_simulator.seed import default_seed
@@ -59,11 +73,9 @@ REGION = "US-West"  # environment 1001's region: where the clone's template is
 # shared with other benchmarks (load average 20 to 50), freeze -> clone -> wait -> thaw took
 # over 45 s under the scheduler, so a tighter deadline fails runs for the machine's load.
 MAX_FREEZE = 120
-KILL_MAX_FREEZE = 30  # the killed run's deadline; its copy outlasts it (--kill-copy-seconds)
 CONN_TIMEOUT = 10  # seconds one HTTP request may take (the connection's `timeout`)
 RETRY_DEADLINE = 300  # seconds one hook call keeps retrying (the connection's `retry_deadline`;
 # default 600: with 60 s, one call met 6 faults in a row in a soak and the run failed)
-HEARTBEAT_TIMEOUT = 20  # [scheduler] task_instance_heartbeat_timeout, for the killed worker
 # One draw per request: these add up to 18%; the delay rules below (a request delayed past the
 # connection's timeout, on average one in `--delay-every` requests) make up the rest. Counted in
 # requests, not seconds: a delay installed every N seconds hits every retry of a lone caller
@@ -227,7 +239,12 @@ class Soak:
         self.workdir = workdir
         self.rng = random.Random(args.seed)
         self.runs: list[dict[str, Any]] = []
-        self.kill: dict[str, Any] = {}
+        self.injections: list[dict[str, Any]] = []
+        # run index -> fault, spread evenly over the runs
+        self.schedule = {
+            round((k + 1) * args.runs / (len(args.faults) + 1)): fault
+            for k, fault in enumerate(args.faults)
+        }
         self.delay_rules = 0
         self.next_delay_at = 0  # the request count at which the next delay rule is installed
         self.after_run: list[dict[str, Any]] = []
@@ -258,11 +275,11 @@ class Soak:
 
     # -- one run -------------------------------------------------------------------------
 
-    def conf(self, killing: bool = False) -> dict[str, Any]:
+    def conf(self, fault: str | None = None) -> dict[str, Any]:
         return {
             "dr_regions": list(self.args.regions),
             "dr_poll_seconds": 1,
-            "max_freeze_seconds": KILL_MAX_FREEZE if killing else MAX_FREEZE,
+            "max_freeze_seconds": MOMENTS[fault].max_freeze_seconds if fault else MAX_FREEZE,
             "keep": self.args.keep,
         }
 
@@ -274,37 +291,63 @@ class Soak:
         admin: SimulatorAdmin,
         vms: lab.Lab,
         watcher: Watcher,
+        injector: Injector,
     ) -> dict[str, Any]:
-        killing = index == self.args.kill_run
-        if killing:
-            # A longer copy, so the worker is killed while the VMs are frozen and waiting.
-            admin.config(copy_seconds=self.args.kill_copy_seconds)
+        fault = self.schedule.get(index)
+        if fault:
+            # Longer copies, so the fault hits while the VMs are frozen or the copies deferred.
+            moment = MOMENTS[fault]
+            admin.config(
+                copy_seconds=max(moment.copy_seconds, self.args.copy_seconds),
+                region_copy_seconds=max(moment.region_copy_seconds, self.args.region_copy_seconds),
+            )
         began = time.monotonic()
-        run_id = af.trigger(DAG_ID, self.conf(killing), logical, unpause=index == 0)
-        print(f"run {index + 1}/{self.args.runs} {logical:%Y-%m-%d %H:%M} started", flush=True)
+        run_id = af.trigger(DAG_ID, self.conf(fault), logical, unpause=index == 0)
+        print(
+            f"run {index + 1}/{self.args.runs} {logical:%Y-%m-%d %H:%M} started"
+            + (f" ({fault})" if fault else ""),
+            flush=True,
+        )
         state = "queued"
-        while time.monotonic() - began < RUN_TIMEOUT:
-            seen = len(watcher.requests)  # merged from the request log every few seconds
-            if seen >= self.next_delay_at:
-                self.faults(admin, with_delay=True)
-                self.next_delay_at = seen + 1 + int(self.rng.expovariate(1 / self.args.delay_every))
-            state = af.dag_run(DAG_ID, run_id)["state"]
-            if state in ("success", "failed"):
-                break
-            if killing and not self.kill:
-                self.try_kill(af, admin, run_id, vms, watcher)
-            time.sleep(0.3 if killing and not self.kill else 1.0)
+        made: Injection | None = None
+        try:
+            while time.monotonic() - began < RUN_TIMEOUT:
+                seen = len(watcher.requests)  # merged from the request log every few seconds
+                if seen >= self.next_delay_at:
+                    self.faults(admin, with_delay=True)
+                    self.next_delay_at = (
+                        seen + 1 + int(self.rng.expovariate(1 / self.args.delay_every))
+                    )
+                # a restarting database or api-server may fail a poll: poll again
+                with contextlib.suppress(AirflowStackError, OSError, httpx.HTTPError):
+                    state = af.poll_run(DAG_ID, run_id)
+                if state in ("success", "failed"):
+                    break
+                if fault and made is None:
+                    with contextlib.suppress(AirflowStackError, OSError, httpx.HTTPError):
+                        made = injector.try_inject(fault, run_id)
+                        if made is not None:
+                            print(f"  {fault}: {made.target} ({made.detail})", flush=True)
+                time.sleep(0.3 if fault and made is None else 1.0)
+        finally:
+            injector.after_run(made)
         seconds = time.monotonic() - began
-        if killing:
-            admin.config(copy_seconds=self.args.copy_seconds)
+        if fault:
+            admin.config(
+                copy_seconds=self.args.copy_seconds,
+                region_copy_seconds=self.args.region_copy_seconds,
+            )
         record: dict[str, Any] = {
             "index": index,
             "run_id": run_id,
             "logical_date": logical.isoformat(),
             "state": state,
             "seconds": round(seconds, 1),
-            "killed_worker": killing,
+            "fault": fault,
+            "injection": vars(made) if made else None,
         }
+        if made:
+            self.injections.append(record)
         self.inspect(af, record)
         if "freeze" not in record["tasks"]:  # nothing ran: not a backup, not green
             record["state"] = f"{state} without task instances"
@@ -325,39 +368,6 @@ class Soak:
         )
         return record
 
-    def try_kill(
-        self,
-        af: AirflowStack,
-        admin: SimulatorAdmin,
-        run_id: str,
-        vms: lab.Lab,
-        watcher: Watcher,
-    ) -> None:
-        # The freeze task holds the VMs frozen through the copy (frozen_copy: it requests the
-        # copy, waits and thaws in its own process): kill it once every VM's writer is stalled.
-        tis = {ti["task_id"]: ti for ti in af.task_instances(DAG_ID, run_id)}
-        freeze = tis.get("freeze") or {}
-        if freeze.get("state") != "running":
-            return
-        stalled = watcher.stalled_now()
-        if len(stalled) < len(vms.vms):
-            return  # not every VM frozen yet
-        pids = af.kill_task_worker(freeze["id"])
-        if not pids:
-            return  # its worker not found this time: try again at the next poll
-        self.kill = {
-            "run_id": run_id,
-            "task": "freeze",
-            "try": freeze["try_number"],
-            "pids": pids,
-            "killed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "vms_stalled_at_kill": stalled,
-        }
-        print(
-            f"  SIGKILL the worker running freeze, every VM frozen (pids {pids}); writers "
-            f"stalled at that moment: {stalled}"
-        )
-
     def inspect(self, af: AirflowStack, record: dict[str, Any]) -> None:
         run_id = record["run_id"]
         tis = af.task_instances(DAG_ID, run_id)
@@ -374,7 +384,10 @@ class Soak:
             label = ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
             last = max(ti["try_number"], 1)
             if ti["state"] == "failed":
-                failed[label] = task_error(af, run_id, ti, last)
+                # A task whose worker died says nothing; the scheduler's verdict comes first.
+                failed[label] = scheduler_verdict(af, run_id, ti["task_id"]) or task_error(
+                    af, run_id, ti, last
+                )
             for earlier in range(1, last):
                 retried.setdefault(label, []).append(task_error(af, run_id, ti, earlier))
         record["failed_tasks"] = failed
@@ -464,11 +477,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50, help="DAG runs (default 50)")
     parser.add_argument(
-        "--kill-run", type=int, default=2, help="index of the run whose worker is SIGKILLed"
+        "--faults",
+        nargs="*",
+        choices=FAULTS,
+        default=list(FAULTS),
+        help="infrastructure faults, one run each, spread over the soak (default: all)",
     )
     parser.add_argument("--copy-seconds", type=float, default=3.0)
     parser.add_argument("--region-copy-seconds", type=float, default=3.0)
-    parser.add_argument("--kill-copy-seconds", type=float, default=40.0)
     parser.add_argument("--regions", nargs="+", default=["EMEA"])
     parser.add_argument("--keep", type=int, default=2)
     parser.add_argument(
@@ -505,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:  # keep the figures: the raw result, for a section by hand
             raw = Path(tempfile.gettempdir()) / "skytap-soak-result.json"
             raw.write_text(
-                json.dumps({"runs": soak.runs, "kill": soak.kill, **result}, default=str)
+                json.dumps({"runs": soak.runs, "faults": soak.injections, **result}, default=str)
             )
             print(f"writing the section failed; raw figures in {raw}", file=sys.stderr)
             raise
@@ -565,29 +581,22 @@ def _run_soak(soak: Soak, workdir: Path, own_log: Path, result: dict[str, Any]) 
             delete_seconds=0.5,
             transition_seconds=0.5,
         )
-        skytap = {
-            "conn_type": "skytap",
-            "host": simproc.url,
-            "login": user["username"],
-            "password": user["token"],
-            "extra": {"timeout": CONN_TIMEOUT, "retry_deadline": RETRY_DEADLINE},
-        }
-        env = {
-            "AIRFLOW_CONN_SKYTAP_DEFAULT": json.dumps(skytap),
-            "AIRFLOW_CONN_SKYTAP_VM_SSH": json.dumps(vms.ssh_connection()),
-            "PYTHONPATH": str(airflow_cli.REPO),
-            # The killed worker reports nothing: the scheduler notices its missing heartbeat.
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
-        }
+        env = stack_env(simproc, user, vms, timeout=CONN_TIMEOUT, retry_deadline=RETRY_DEADLINE)
         key_text = key_needles(vms.client_key)
         home = workdir / "airflow"
         watcher = Watcher(vms, admin)
         with AirflowStack(
-            home, airflow_cli.DAGS, env, dag_ids=[DAG_ID], secrets=[user["token"]]
+            home,
+            airflow_cli.DAGS,
+            env,
+            dag_ids=[DAG_ID],
+            secrets=[user["token"]],
+            restart_always=True,  # the compose file's restart: always
         ) as af:
+            result["startup_seconds"] = round(af.startup_seconds, 1)
             stack_secrets = sorted(af.known_secrets - {user["token"]})
             watcher.start()
+            injector = Injector(af, vms, watcher.stalled_now)
             soak.faults(admin, with_delay=False)
             images_removed = 0
             try:
@@ -597,7 +606,9 @@ def _run_soak(soak: Soak, workdir: Path, own_log: Path, result: dict[str, Any]) 
                         print(f"time budget of {args.max_minutes:g} min spent: no more runs")
                         result["stopped_early"] = f"after {index} runs, {spent:.1f} min"
                         break
-                    soak.runs.append(soak.run_one(index, logical, af, admin, vms, watcher))
+                    soak.runs.append(
+                        soak.run_one(index, logical, af, admin, vms, watcher, injector)
+                    )
                     PROGRESS.write_text(json.dumps(soak.runs, indent=1))
                     images_removed += remove_deleted_images(admin, data_dir)
                     if soak.runs[-1]["state"] not in ("success", "failed"):
@@ -607,6 +618,7 @@ def _run_soak(soak: Soak, workdir: Path, own_log: Path, result: dict[str, Any]) 
                 admin.clear_faults()
                 watcher.finish()
         result["leftover_components"] = af.leftovers()
+        result["restarts"] = list(af.restarts)
         soak_seconds = time.monotonic() - began
         final_frozen = vms.frozen()
         final_guardians = guardians_gone(vms, within=2)
@@ -734,8 +746,7 @@ def write(
     prune_ok = all(counted.get(region, 0) == args.keep for region in regions)
     secrets = result["secrets"]
     ok = result["verdict_ok"]
-    kill = soak.kill
-    kill_run = next((r for r in runs if r["killed_worker"]), None) or {}
+    planned = {i: f for i, f in soak.schedule.items() if i < args.runs}
 
     options = [f"--runs {args.runs}"] if args.runs != 50 else []
     options += [f"--max-minutes {args.max_minutes:g}"] if args.max_minutes else []
@@ -746,9 +757,11 @@ def write(
     )
     body = [
         f"**Goal**: {args.runs} runs of `{DAG_ID}` under the real scheduler on the lab's VMs "
-        "(real sshd, fsfreeze, writers) with 20% of API calls failing and one SIGKILLed "
-        "worker; every run green or failed with every VM thawed; zero duplicates; prune keeps "
-        "`keep` copies tagged consistent per region; zero secrets in any log. **"
+        "(real sshd, fsfreeze, writers) on the distributed Airflow with 20% of API calls "
+        "failing and five infrastructure faults (a worker and a triggerer SIGKILLed, the "
+        "scheduler, Redis and PostgreSQL restarted); every run green or failed with every VM "
+        "thawed; zero duplicates; prune keeps `keep` copies tagged consistent per region; "
+        "zero secrets in any log. **"
         + (
             ("Met" if ok else "NOT met")
             if len(runs) >= args.runs
@@ -806,24 +819,48 @@ def write(
             table(["task: error", "tries"], retry_reasons.most_common()),
             "",
         ]
+    fault_rows = []
+    for index, fault in sorted(planned.items()):
+        hit: dict[str, Any] = next((x for x in runs if x["index"] == index), {})
+        made = hit.get("injection") or {}
+        fault_rows.append(
+            [
+                f"`{fault}`",
+                index + 1,
+                (
+                    f"{made['target']} at {made['at'][11:]} ({made['detail'][:80]})"
+                    if made
+                    else ("run not reached" if not hit else "moment not seen: not injected")
+                ),
+                hit.get("state", "-"),
+                "; ".join(f"{t}: {e[:120]}" for t, e in hit.get("failed_tasks", {}).items()) or "-",
+                len(hit.get("frozen_after") or []),
+                len(hit.get("guardians_after") or {}),
+            ]
+        )
     body += [
-        "### The SIGKILLed worker",
+        "### Infrastructure faults (bench/faults.py's, one run each)",
+        "",
+        table(
+            [
+                "fault",
+                "run",
+                "hit",
+                "run ended",
+                "failed task: error",
+                "VMs frozen after",
+                "guardians left",
+            ],
+            fault_rows,
+        )
+        if fault_rows
+        else "No fault was planned.",
+        "",
+        f"Components started again by `restart: always` during the soak: "
+        f"{', '.join(f'{n} (exit {c})' for _, n, c in result.get('restarts', [])) or 'none'}"
+        f"; the stack started in {result.get('startup_seconds')} s.",
         "",
     ]
-    if kill:
-        body += [
-            f"Run `{kill['run_id']}`: the LocalExecutor worker running `{kill['task']}` (try "
-            f"{kill['try']}) and its task process were SIGKILLed (pids {kill['pids']}) at "
-            f"{kill['killed_at']}, the VMs frozen (writers stalled then: "
-            f"{kill['vms_stalled_at_kill']}). The run ended **{kill_run.get('state')}**, "
-            f"tasks {json.dumps(kill_run.get('tasks'))}; the guardians' report: "
-            f"{json.dumps(kill_run.get('fired_by'))}, consistency "
-            f"{kill_run.get('consistency')}; frozen after the run: "
-            f"{kill_run.get('frozen_after')}.",
-            "",
-        ]
-    else:
-        body += ["No worker was killed (the kill run was not reached, or never seen waiting).", ""]
     if result.get("error"):
         body += ["**The harness broke off:**", "", "```", result["error"][-3000:], "```", ""]
     body += [
@@ -909,7 +946,7 @@ def write(
     data = {
         "args": vars(args),
         "runs": runs,
-        "kill": kill,
+        "infrastructure_faults": soak.injections,
         "faults": {k: c for k, c in kinds.items() if k},
         "requests_total": len(requests),
         "injected": injected,

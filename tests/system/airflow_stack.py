@@ -1,32 +1,51 @@
-"""Airflow 3's components on a temporary AIRFLOW_HOME, driven through the REST API.
+"""A distributed Airflow 3 on one machine, driven through the REST API.
 
-``AirflowStack`` is what a user's deployment is, minus the machines: ``airflow db migrate``,
-then ``api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer`` as
-subprocesses of the test, configured only through environment variables, on SQLite (what
-``airflow standalone`` runs: Airflow 3 has no SequentialExecutor and accepts LocalExecutor
-with SQLite, because tasks reach the database through the api-server's execution API).
-The test then does what a user does: it triggers a run through the REST API with a conf (the
-body the UI's *Trigger* button posts), watches it and reads task instances and XComs back::
+``AirflowStack`` is docker-compose.yaml's deployment, minus the containers: a private
+PostgreSQL cluster as the metadata database and a private Redis as Celery's broker
+(``stack_services.LocalServices``, Debian's packages, on free loopback ports), ``airflow db
+migrate`` (what ``airflow-init`` does), then the api-server, the scheduler (CeleryExecutor),
+the dag-processor, two triggerers and two Celery workers as subprocesses of the caller, each in
+its own process group and configured only through environment variables. The settings are the
+compose file's own (``x-airflow-common``'s environment, read from docker-compose.yaml), with
+container addresses moved to this machine's (:data:`LOCAL_ADDRESSES`); the few settings a
+stack on one machine adds are :data:`STACK_SETTINGS`, each with its reason. tests/compose
+checks that the two stay the same deployment.
 
-    with AirflowStack(tmp_path / "home", DAGS, env, dag_ids=["my_dag"], secrets=[token]) as af:
+The caller does what a user does: it sets connections and triggers a run through the REST API
+with a conf (the body the UI's *Trigger* button posts), watches it and reads task instances
+and XComs back::
+
+    with AirflowStack(tmp_path / "home", DAGS, dag_ids=["my_dag"], secrets=[token]) as af:
+        af.set_connection("skytap_default", {"conn_type": "skytap", "host": url, ...})
         run_id = af.trigger("my_dag", {"note": "by hand"})
         assert af.wait_for_run("my_dag", run_id, timeout=120) == "success"
         af.task_instances("my_dag", run_id)         # mapped ones too: state, try_number, ...
         af.xcom("my_dag", run_id, "clone")          # the return value, as stored
         af.deferrals("my_dag", run_id)              # deferred tasks seen on a triggerer
-        af.log("triggerer")                         # a component's log, secrets redacted
+        af.log("triggerer-1")                       # a component's log, secrets redacted
 
-Each component logs to ``<home>/logs/components/<name>.log`` (``stack.log_path(name)``); when
-the ``with`` block raises, the tail of each component log and of each task log is printed,
-with every secret the stack knows replaced by ``***``: its own (admin password, JWT secret,
-Fernet key, tokens it received), the passwords in ``AIRFLOW_CONN_*`` values of ``env``, and
-``secrets``. On exit every component's process group gets SIGTERM, then SIGKILL after
-``stop_timeout``: no scheduler, worker, task or trigger outlives the block.
+Each component has a name (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer-1``,
+``triggerer-2``, ``worker-1``, ``worker-2``) that is also its hostname in Airflow (``[core]
+hostname_callable``): a task instance's ``hostname`` names the worker that ran it, a triggerer
+job's ``hostname`` the triggerer. ``kill(name)`` SIGKILLs a component and every process it
+started (a machine's crash), ``restart(name)`` is ``docker compose restart``; with
+``restart_always=True`` a component that exits is started again, as the compose file's
+``restart: always`` does. ``services.restart_postgres()`` / ``restart_redis()`` restart the
+others.
 
-The admin user is ``admin`` with a random password written to the simple auth manager's
-password file; ``token()`` gets a JWT from ``POST /auth/token`` as Airflow 3's REST API
-requires. Scheduled runs are off unless ``scheduled_runs=True`` (``[scheduler]
-use_job_schedule``), so unpausing a DAG to run a manual trigger makes no run of its own.
+Each component logs to ``<home>/logs/components/<name>.log``; when the ``with`` block raises,
+the tail of each component log and of each task log is printed, with every secret the stack
+knows replaced by ``***``: its own (admin password, database password, JWT secret, Fernet key,
+tokens it received), the passwords of the connections it was given, and ``secrets``. On exit
+every component's process group gets SIGTERM, then SIGKILL after ``stop_timeout``: no
+scheduler, worker, task or trigger outlives the block; then the services it started stop.
+
+The admin user is the compose file's (``airflow``) with a random password written to the
+simple auth manager's password file; ``token()`` gets a JWT from ``POST /auth/token``.
+Scheduled runs are off unless ``scheduled_runs=True`` (``[scheduler] use_job_schedule``).
+
+``python -m tests.system.airflow_stack [DAGS_FOLDER]`` (``make stack``) starts one and keeps it
+up until Ctrl-C, printing the UI's address and login.
 """
 
 from __future__ import annotations
@@ -36,10 +55,9 @@ import json
 import os
 import secrets as pysecrets
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,17 +65,43 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import yaml
+
+from tests.system.stack_services import LocalServices, free_ports
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
-COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-ADMIN = "admin"
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
 FINISHED = frozenset({"success", "failed"})
-SIMPLE_AUTH_MANAGER = (
-    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-)
+COMPONENT_ENV = "SKYTAP_STACK_COMPONENT"  # a component's name, which is its hostname
+
+# The compose file's Airflow services -> the stack's components of that kind. The stack runs
+# `deploy.replicas` of each (default 1), named <kind>-1, <kind>-2 when more than one.
+COMPOSE_SERVICES = {
+    "airflow-apiserver": "api-server",
+    "airflow-scheduler": "scheduler",
+    "airflow-dag-processor": "dag-processor",
+    "airflow-triggerer": "triggerer",
+    "airflow-worker": "worker",
+}
+# ...and the rest of the compose file: what stands in for each here.
+COMPOSE_OTHERS = {
+    "postgres": "stack_services.LocalServices: a private PostgreSQL cluster",
+    "redis": "stack_services.LocalServices: a private redis-server",
+    "airflow-init": "AirflowStack.start(): airflow db migrate, secrets and the password file",
+    "skytap-simulator": "the caller's SimulatorProcess",
+    "demo-vm-app-1": "the caller's demo.lab VMs",
+    "demo-vm-app-2": "the caller's demo.lab VMs",
+    "demo-vm-db-1": "the caller's demo.lab VMs",
+}
+
+# Settings of the compose file that only mean something in its containers: airflow-init
+# writes AIRFLOW_CONFIG with the shared secrets (the stack passes them in the environment),
+# and the connections name container hosts (the caller gives its own).
+CONTAINER_ONLY = ("AIRFLOW_CONFIG", "AIRFLOW_CONN_")
 
 # Short loops for a test: the defaults (5 s heartbeats, 30 s re-parse) are for production.
 # Every name is checked against 3.2.2's config.yml.
@@ -66,6 +110,9 @@ FAST_SETTINGS = {
     "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
     "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+    # A triggerer that has not heartbeaten for this long is dead: the other one takes over its
+    # triggers (default 30 s).
+    "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
     "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
     "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "300",
@@ -76,53 +123,76 @@ FAST_SETTINGS = {
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
 }
 
-
-class _WriterFirstCursor(sqlite3.Cursor):
-    """Opens a transaction that starts with a SAVEPOINT as a writer (``BEGIN IMMEDIATE``).
-
-    pysqlite begins a transaction only before an INSERT, UPDATE or DELETE, so a transaction
-    normally takes the write lock first and waits for it (the busy timeout). A SAVEPOINT
-    outside a transaction (SQLAlchemy's ``begin_nested()``, which Airflow's backfill creation
-    uses per run) opens a deferred one instead: it reads, then asks for the write lock, and
-    SQLite answers "database is locked" at once, without waiting, if another process is
-    writing, since waiting could deadlock. Taking the lock first makes it wait like the rest.
-    """
-
-    def execute(self, sql: str, parameters: Any = (), /) -> _WriterFirstCursor:
-        if not self.connection.in_transaction and sql.lstrip()[:9].upper() == "SAVEPOINT":
-            super().execute("BEGIN IMMEDIATE")
-        super().execute(sql, parameters)
-        return self
-
-
-class WriterFirstConnection(sqlite3.Connection):
-    """The sqlite3 connection of every component: cursors are :class:`_WriterFirstCursor`."""
-
-    def cursor(self, factory: Any = _WriterFirstCursor) -> Any:
-        return super().cursor(factory)
+# What the stack sets that the compose file does not, and why (tests/compose checks that
+# nothing else differs). Values depend on the stack; FAST_SETTINGS come on top with fast=True.
+STACK_SETTINGS = {
+    "AIRFLOW__CORE__DAGS_FOLDER": "the compose file mounts ./dags at the image's default",
+    "AIRFLOW__CORE__FERNET_KEY": "airflow-init writes it to the shared airflow.cfg",
+    "AIRFLOW__API_AUTH__JWT_SECRET": "airflow-init writes it to the shared airflow.cfg",
+    "AIRFLOW__API__HOST": "the api-server listens on loopback, not in a container",
+    "AIRFLOW__API__PORT": "a free port, not the container's 8080",
+    "AIRFLOW__API__BASE_URL": "the api-server's address on this machine",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "one free port per worker (8793 in a container)",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "one free port per triggerer (8794)",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": "a free port (8974)",
+    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "each component's name as its hostname (containers "
+    "have their own)",
+    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "tests trigger their runs; no scheduled ones",
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "one slot per worker: two in all, so three waits "
+    "deferred at once prove a wait holds no slot; and less memory on 2 cores",
+}
+WORKER_CONCURRENCY = 1
 
 
-# [database] sql_alchemy_connect_args for every component (imported by its dotted path):
-# wait up to 60 s for SQLite's lock (pysqlite's default is 5 s), and take it first.
-SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 60, "factory": WriterFirstConnection}
+def component_hostname() -> str:
+    """``[core] hostname_callable`` of every component: its name (``worker-1``, ...)."""
+    import socket
+
+    return os.environ.get(COMPONENT_ENV) or socket.getfqdn()
+
+
+def compose_settings() -> dict[str, str]:
+    """The Airflow settings every Airflow service of docker-compose.yaml shares
+    (``x-airflow-common``'s environment), ``${VAR:-default}`` as a fresh checkout sees it."""
+    import re
+
+    common = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["x-airflow-common"]
+    pattern = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+    return {
+        key: pattern.sub(lambda m: m.group(2) or "", str(value))
+        for key, value in common["environment"].items()
+    }
+
+
+def compose_replicas() -> dict[str, int]:
+    """Compose service -> how many containers it runs (``deploy.replicas``, default 1)."""
+    services = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["services"]
+    return {
+        name: int((services[name].get("deploy") or {}).get("replicas", 1))
+        for name in COMPOSE_SERVICES
+    }
+
+
+def compose_commands() -> dict[str, list[str]]:
+    """Compose service -> its command (argv)."""
+    services = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["services"]
+    return {name: [str(a) for a in services[name]["command"]] for name in COMPOSE_SERVICES}
 
 
 class AirflowStackError(RuntimeError):
     """The stack could not start, or the REST API answered with an error."""
 
 
-class SQLiteLockedError(AirflowStackError):
-    """The api-server answered 500 because SQLite refused it the write lock."""
-
-
 @dataclass
 class Component:
-    """One Airflow component: its command line, log file and process (None until started)."""
+    """One Airflow component: its command line, own settings, log file and process."""
 
     name: str
     args: list[str]
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0  # how often it was started (restarts included)
 
 
 @dataclass(frozen=True)
@@ -137,6 +207,7 @@ class Sighting:
     trigger: str | None = None  # the classpath of the trigger it waits on, while deferred
     triggerer_job: int | None = None  # the id of the triggerer job running that trigger
     triggerer_job_type: str | None = None  # "TriggererJob" when a triggerer has it
+    triggerer: str | None = None  # that job's hostname: the triggerer component's name
 
 
 @dataclass
@@ -144,20 +215,7 @@ class _Poll:
     sightings: list[Sighting] = field(default_factory=list)
     last: dict[tuple[str, int], tuple[Any, ...]] = field(default_factory=dict)
     max_deferred: int = 0  # the most task instances one poll saw deferred together
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 now (held together so none repeats)."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    began: float = field(default_factory=time.monotonic)  # the first poll
 
 
 def _conn_passwords(env: Mapping[str, str]) -> list[str]:
@@ -177,9 +235,9 @@ def _conn_passwords(env: Mapping[str, str]) -> list[str]:
 
 
 class AirflowStack:
-    """api-server, scheduler, dag-processor and triggerer on a temporary AIRFLOW_HOME.
+    """docker-compose.yaml's Airflow on this machine: PostgreSQL, Redis, Celery.
 
-    :param home: the AIRFLOW_HOME to make (SQLite database, logs, password file); may exist
+    :param home: the AIRFLOW_HOME to make (logs, password file); may exist
     :param dags_folder: the folder the dag-processor parses
     :param env: extra environment for every component (``AIRFLOW_CONN_*``, ``PYTHONPATH``,
         ``AIRFLOW__SECTION__KEY`` settings, which win over the stack's own)
@@ -190,7 +248,9 @@ class AirflowStack:
     :param stop_timeout: seconds between SIGTERM and SIGKILL on exit
     :param scheduled_runs: let the scheduler create runs from DAG schedules
     :param fast: use ``FAST_SETTINGS`` (short heartbeats and parse intervals)
-    :param components: the components to start (all four by default)
+    :param services: PostgreSQL and Redis to use (started); None starts a private pair
+    :param replicas: compose service -> how many to run (the compose file's by default)
+    :param restart_always: start a component again when it exits (``restart: always``)
     """
 
     def __init__(
@@ -201,75 +261,97 @@ class AirflowStack:
         *,
         dag_ids: Sequence[str] = (),
         secrets: Iterable[str] = (),
-        start_timeout: float = 120.0,
+        start_timeout: float = 180.0,
         stop_timeout: float = 20.0,
         scheduled_runs: bool = False,
         fast: bool = True,
-        components: Sequence[str] = COMPONENTS,
+        services: LocalServices | None = None,
+        replicas: Mapping[str, int] | None = None,
+        restart_always: bool = False,
     ) -> None:
         self.home = Path(home)
         self.dags_folder = Path(dags_folder)
         self.dag_ids = list(dag_ids)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        self.port, log_port, trigger_log_port = free_ports(3)
+        self.restart_always = restart_always
+        self._own_services = services is None
+        self.services = services or LocalServices()
+        self.replicas = compose_replicas() | dict(replicas or {})
+        counts = {kind: self.replicas[name] for name, kind in COMPOSE_SERVICES.items()}
+        names = {
+            kind: [kind] if n == 1 else [f"{kind}-{i}" for i in range(1, n + 1)]
+            for kind, n in counts.items()
+        }
+        ports = iter(free_ports(2 + counts["worker"] + counts["triggerer"]))
+        self.port = next(ports)
+        health_port = next(ports)
         self.base_url = f"http://127.0.0.1:{self.port}"
+        settings = compose_settings()
+        self.admin = settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(":")[0]
         self._password = pysecrets.token_urlsafe(24)
         self._token: str | None = None
         self._polls: dict[tuple[str, str], _Poll] = {}
+        self._stopping: set[str] = set()
+        self._supervisor: threading.Thread | None = None
+        self._stop_supervisor = threading.Event()
+        self.restarts: list[tuple[float, str, int | None]] = []  # (time, name, exit code)
         jwt_secret = pysecrets.token_urlsafe(32)
         fernet_key = _fernet_key()
         self.env = self._environment(
+            settings,
             env or {},
             scheduled_runs=scheduled_runs,
             fast=fast,
-            ports=(log_port, trigger_log_port),
             jwt_secret=jwt_secret,
             fernet_key=fernet_key,
+            health_port=health_port,
         )
         self._secrets = {self._password, jwt_secret, fernet_key, *secrets}
-        self._secrets |= set(_conn_passwords(self.env))
+        self._secrets |= set(_conn_passwords(self.env)) | set(self.services.secrets)
         self._secrets.discard("")
         logs = self.home / "logs" / "components"
-        args = {
-            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
-            "scheduler": ["scheduler"],
-            "dag-processor": ["dag-processor"],
-            "triggerer": ["triggerer"],
-        }
-        self.components = {
-            name: Component(name, [str(AIRFLOW), *args[name]], logs / f"{name}.log")
-            for name in components
-        }
+        commands = compose_commands()
+        self.components: dict[str, Component] = {}
+        for service, kind in COMPOSE_SERVICES.items():
+            for name in names[kind]:
+                argv = [str(AIRFLOW), *commands[service][1:]]  # the compose file's command
+                own = {COMPONENT_ENV: name}
+                if kind == "api-server":
+                    argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+                elif kind == "worker":
+                    argv += ["--celery-hostname", f"{name}@%h"]
+                    own["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(next(ports))
+                elif kind == "triggerer":
+                    own["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(next(ports))
+                self.components[name] = Component(name, argv, logs / f"{name}.log", own)
         self._http = httpx.Client(base_url=self.base_url, timeout=30.0)
 
     # -- configuration ------------------------------------------------------------------
 
     def _environment(
         self,
+        settings: Mapping[str, str],
         extra: Mapping[str, str],
         *,
         scheduled_runs: bool,
         fast: bool,
-        ports: tuple[int, int],
         jwt_secret: str,
         fernet_key: str,
+        health_port: int,
     ) -> dict[str, str]:
         # Nothing of the caller's own Airflow set-up leaks in: the stack is its env alone.
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))
+            if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "AIRFLOW_CONFIG"))
         }
+        env["AIRFLOW_HOME"] = str(self.home)
+        for key, value in settings.items():
+            if not key.startswith(CONTAINER_ONLY):
+                env[key] = self.local(value)
         env |= {
-            "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-            # Four components and the tasks write to one SQLite file: wait for its lock up to
-            # 60 s instead of pysqlite's 5 s.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
             "AIRFLOW__CORE__FERNET_KEY": fernet_key,
             # One secret for every component: the scheduler signs the tokens tasks present
             # to the api-server's execution API, and the api-server checks them.
@@ -277,28 +359,45 @@ class AirflowStack:
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.base_url,
-            # Tasks reach the metadata through this URL; the default is localhost:8080.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self._password_file),
-            # The log servers of the scheduler and the triggerer would take 8793 and 8794.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports[0]),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports[1]),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(health_port),
+            # By its module's name, also when this file runs as __main__ (make stack).
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.system.airflow_stack.component_hostname",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(scheduled_runs),
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
         }
         if fast:
             env |= FAST_SETTINGS
         env |= extra
-        # Every component imports SQLITE_CONNECT_ARGS from this module.
-        repo = str(Path(__file__).resolve().parents[2])
+        # Every component imports component_hostname from this module.
         paths = env.get("PYTHONPATH", "").split(os.pathsep)
-        env["PYTHONPATH"] = os.pathsep.join([repo, *(p for p in paths if p and p != repo)])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), *(p for p in paths if p and p != str(ROOT))]
+        )
         return env
+
+    def local(self, value: str) -> str:
+        """A compose setting's value with container addresses moved to this machine's
+        (:data:`LOCAL_ADDRESSES`): the database, the broker, the api-server, config files."""
+        if value.startswith("/opt/airflow/config/"):
+            return str(self.home / Path(value).name)
+        parts = urlsplit(value)
+        if not parts.scheme or not parts.hostname:
+            return value
+        if parts.hostname == "postgres":
+            scheme = parts.scheme
+            local = urlsplit(self.services.sql_alchemy_conn(scheme))
+            if parts.username != local.username or parts.path != local.path:
+                raise AirflowStackError(f"compose's database {value!r} is not user and db airflow")
+            return urlunsplit(local)
+        if parts.hostname == "redis":
+            return self.services.broker_url(int(parts.path.strip("/") or 0))
+        if parts.hostname == "airflow-apiserver":
+            return urlunsplit(parts._replace(netloc=f"127.0.0.1:{self.port}"))
+        return value
 
     @property
     def _password_file(self) -> Path:
-        return self.home / "simple_auth_manager_passwords.json"
+        return Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -322,13 +421,17 @@ class AirflowStack:
         self.stop()
 
     def start(self) -> None:
-        """Migrate the database, start every component, wait until all are up."""
+        """Start the services (if its own), migrate the database, start every component,
+        wait until all are up; print how long each part took."""
         began = time.monotonic()
+        if self._own_services:
+            self.services.start()
         self.home.mkdir(parents=True, exist_ok=True)
-        self._password_file.write_text(json.dumps({ADMIN: self._password}))
+        self._password_file.write_text(json.dumps({self.admin: self._password}))
         self._password_file.chmod(0o600)
         migrate_log = self.home / "logs" / "components" / "db-migrate.log"
         migrate_log.parent.mkdir(parents=True, exist_ok=True)
+        migrating = time.monotonic()
         with migrate_log.open("wb") as out:
             done = subprocess.run(
                 [str(AIRFLOW), "db", "migrate"],
@@ -343,28 +446,57 @@ class AirflowStack:
                 f"airflow db migrate exited {done.returncode}:\n"
                 + self.redact(_tail(migrate_log, 40))
             )
-        print(f"airflow: database migrated in {time.monotonic() - began:.1f}s")
+        print(f"airflow: database migrated in {time.monotonic() - migrating:.1f}s")
         for component in self.components.values():
-            with component.log_path.open("ab") as out:
-                component.proc = subprocess.Popen(
-                    component.args,
-                    env=self.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.home,
-                    start_new_session=True,  # its own process group: stop() ends its children
-                )
+            self._start_component(component)
         deadline = began + self.start_timeout
         self._wait_healthy(deadline)
         for dag_id in self.dag_ids:
             self.wait_for_dag(dag_id, timeout=max(1.0, deadline - time.monotonic()))
-        print(f"airflow: {', '.join(self.components)} up in {time.monotonic() - began:.1f}s")
+        self.startup_seconds = time.monotonic() - began
+        print(
+            f"airflow: {', '.join(self.components)} up in {self.startup_seconds:.1f}s "
+            f"(load average {', '.join(f'{x:.2f}' for x in os.getloadavg())})"
+        )
+        if self.restart_always:
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+            self._supervisor.start()
+
+    def _start_component(self, component: Component) -> None:
+        component.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with component.log_path.open("ab") as out:
+            component.proc = subprocess.Popen(
+                component.args,
+                env=self.env | component.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.home,
+                start_new_session=True,  # its own process group: stop() ends its children
+            )
+        component.starts += 1
+
+    def _supervise(self) -> None:
+        """``restart: always``: start again every component that exited (1 s apart)."""
+        while not self._stop_supervisor.wait(1.0):
+            for component in self.components.values():
+                proc = component.proc
+                if proc is None or component.name in self._stopping or proc.poll() is None:
+                    continue
+                print(f"airflow: {component.name} exited {proc.returncode}; starting it again")
+                self.restarts.append((time.time(), component.name, proc.returncode))
+                self._kill_tree(component)
+                self._start_component(component)
 
     def stop(self) -> None:
-        """SIGTERM every component's process group, SIGKILL what is left after the timeout."""
+        """SIGTERM every component's process group, SIGKILL what is left after the timeout;
+        then stop the services if the stack started them."""
+        self._stop_supervisor.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
         started = [c for c in self.components.values() if c.proc is not None]
         began = time.monotonic()
+        self._stopping |= {c.name for c in started}
         for component in started:
             _signal_group(component, signal.SIGTERM)
         deadline = began + self.stop_timeout
@@ -374,13 +506,12 @@ class AirflowStack:
                 component.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         for component in started:
             # The leader may be gone while its workers, tasks or trigger runner are not.
-            _signal_group(component, signal.SIGKILL)
-            assert component.proc is not None
-            if component.proc.poll() is None:
-                component.proc.wait(timeout=10)
+            self._kill_tree(component)
         self._http.close()
         if started:
             print(f"airflow: stopped in {time.monotonic() - began:.1f}s")
+        if self._own_services:
+            self.services.stop()
 
     def leftovers(self) -> list[str]:
         """Components that still have a live process in their group (empty after stop)."""
@@ -395,46 +526,104 @@ class AirflowStack:
             alive.append(component.name)
         return alive
 
-    def kill_task_worker(self, ti_id: str) -> list[int]:
-        """SIGKILL the LocalExecutor worker running task instance ``ti_id`` and everything it
-        started (the task process): what a worker machine's crash or the OOM killer does. No
-        process reports the task's end; the scheduler finds it by its missing heartbeat
-        (``[scheduler] task_instance_heartbeat_timeout``).
+    # -- faults ---------------------------------------------------------------------------
 
-        :param ti_id: the task instance's ``id`` (REST API), which the worker names in its
-            process title
-        :return: the pids killed, the worker first (empty: no worker runs it now)
-        """
-        title = f"LocalExecutor: {ti_id}".encode()
-        scheduler = self.components["scheduler"].proc
-        if scheduler is None:
+    def names(self, kind: str) -> list[str]:
+        """The components of one kind (``worker``, ``triggerer``, ...), by name."""
+        return [n for n in self.components if n == kind or n.startswith(f"{kind}-")]
+
+    def pids(self, name: str) -> list[int]:
+        """Every live process of a component: its process group and their descendants."""
+        component = self.components[name]
+        if component.proc is None:
             return []
-        group = os.getpgid(scheduler.pid)
-        workers, parents = [], {}
+        group = component.proc.pid
+        parents: dict[int, int] = {}
+        found = []
         for proc in Path("/proc").glob("[0-9]*"):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stat = (proc / "stat").read_text()
                 ppid, pgid = (int(x) for x in stat.rsplit(")", 1)[1].split()[1:3])
-                cmdline = (proc / "cmdline").read_bytes()
-            except (OSError, ValueError):
-                continue
-            parents[int(proc.name)] = ppid
-            if pgid == group and title in cmdline:  # a worker of this stack's scheduler
-                workers.append(int(proc.name))
-        doomed = list(workers)
-        for pid in doomed:  # every descendant, breadth first
-            doomed += [child for child, ppid in parents.items() if ppid == pid]
-        for pid in doomed:
+                parents[int(proc.name)] = ppid
+                if pgid == group:
+                    found.append(int(proc.name))
+        for pid in found:  # breadth first: a task that left the group is still a descendant
+            found += [c for c, p in parents.items() if p == pid and c not in found]
+        return found
+
+    def kill(self, name: str, *, keep_down: bool = False) -> list[int]:
+        """SIGKILL a component and every process it started (a machine's crash, the OOM
+        killer): nothing reports its end. With ``restart_always`` the supervisor starts it
+        again within a second, unless ``keep_down`` (a machine that stays down): then
+        ``start_again(name)`` does.
+
+        :return: the pids killed
+        """
+        if keep_down or not self.restart_always:
+            self._stopping.add(name)
+        pids = self.pids(name)
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        return doomed
+        component = self.components[name]
+        if component.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.proc.wait(timeout=10)
+        print(f"airflow: SIGKILLed {name} ({len(pids)} processes)")
+        return pids
+
+    def restart(self, name: str) -> float:
+        """``docker compose restart``: SIGTERM, SIGKILL after ``stop_timeout``, start again.
+
+        :return: seconds until it was started again
+        """
+        component = self.components[name]
+        began = time.monotonic()
+        self._stopping.add(name)
+        try:
+            _signal_group(component, signal.SIGTERM)
+            if component.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    component.proc.wait(timeout=self.stop_timeout)
+            self._kill_tree(component)
+            self._start_component(component)
+        finally:
+            self._stopping.discard(name)
+        print(f"airflow: restarted {name} in {time.monotonic() - began:.1f}s")
+        return time.monotonic() - began
+
+    def start_again(self, name: str) -> None:
+        """Start a component that ``kill`` left down."""
+        component = self.components[name]
+        if component.proc is not None and component.proc.poll() is None:
+            raise AirflowStackError(f"{name} is running")
+        self._kill_tree(component)
+        self._start_component(component)
+        self._stopping.discard(name)
+
+    def worker_running(self, ti: Mapping[str, Any]) -> str | None:
+        """The worker component a task instance (REST API) runs on: its ``hostname``."""
+        host = ti.get("hostname")
+        return host if host in self.components else None
+
+    def _kill_tree(self, component: Component) -> None:
+        if component.proc is None:
+            return
+        for pid in self.pids(component.name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _signal_group(component, signal.SIGKILL)
+        if component.proc.poll() is None:
+            component.proc.wait(timeout=10)
 
     def _wait_healthy(self, deadline: float) -> None:
-        """Until ``/api/v2/monitor/health`` reports every started component healthy."""
-        wanted = {"scheduler", "triggerer", "dag_processor"} & {
-            name.replace("-", "_") for name in self.components
-        }
+        """Until ``/api/v2/monitor/health`` reports the scheduler, a triggerer and the
+        dag-processor healthy, every triggerer has a live job and every Celery worker said
+        it is ready."""
         health: dict[str, Any] = {}
+        triggerers = set(self.names("triggerer"))
+        workers = self.names("worker")
+        waiting: object = "no answer"
         while time.monotonic() < deadline:
             self._check_alive()
             try:
@@ -444,13 +633,33 @@ class AirflowStack:
                 continue
             if answer.status_code == 200:
                 health = answer.json()
-                if all((health.get(name) or {}).get("status") == "healthy" for name in wanted):
-                    return
+                wanted = ("scheduler", "triggerer", "dag_processor")
+                states = {n: (health.get(n) or {}).get("status") for n in wanted}
+                waiting = states
+                if all(v == "healthy" for v in states.values()):
+                    alive = self.alive_triggerers()
+                    ready = [w for w in workers if " ready." in self.log(w)]
+                    waiting = {"triggerers": sorted(triggerers - alive), "workers": ready}
+                    if alive >= triggerers and len(ready) == len(workers):
+                        return
             time.sleep(0.5)
-        raise AirflowStackError(f"components not healthy in time: {health or 'no answer'}")
+        raise AirflowStackError(f"components not up in time: {waiting}")
+
+    def alive_triggerers(self) -> set[str]:
+        """The triggerer components with a live TriggererJob (``GET /api/v2/jobs``)."""
+        jobs = self.request(
+            "GET",
+            "/api/v2/jobs",
+            params={"job_type": "TriggererJob", "is_alive": True, "limit": 100},
+        )["jobs"]
+        return {j["hostname"] for j in jobs}
 
     def _check_alive(self) -> None:
+        if self.restart_always:
+            return
         for component in self.components.values():
+            if component.name in self._stopping:
+                continue  # killed on purpose
             if component.proc is not None and component.proc.poll() is not None:
                 raise AirflowStackError(
                     f"airflow {component.name} exited {component.proc.returncode}:\n"
@@ -508,7 +717,7 @@ class AirflowStack:
         """A JWT for the admin user from ``POST /auth/token`` (cached; renewed after a 401)."""
         if self._token is None:
             answer = self._http.post(
-                "/auth/token", json={"username": ADMIN, "password": self._password}
+                "/auth/token", json={"username": self.admin, "password": self._password}
             )
             if answer.status_code != 201:
                 raise AirflowStackError(
@@ -520,17 +729,10 @@ class AirflowStack:
         return self._token
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One authenticated REST call; the decoded JSON answer, or AirflowStackError.
-
-        A 500 from SQLite's "database is locked" is asked again (at most 3 times, each said):
-        :class:`WriterFirstConnection` makes it rare, but with four components writing one
-        SQLite file it can still happen, and for most endpoints the request was rolled back.
-        An endpoint that commits part of its work first (``POST /backfills``) passes
-        ``ask_again_if_locked=False`` and gets :class:`SQLiteLockedError` to clean up after.
-        """
+        """One authenticated REST call; the decoded JSON answer, or AirflowStackError (with
+        the api-server's log since the call, when it answered 5xx)."""
         extra_headers = kwargs.pop("headers", {})
-        ask_again_if_locked = kwargs.pop("ask_again_if_locked", True)
-        renewed, locked = False, 0
+        renewed = False
         while True:
             headers = {**extra_headers, "Authorization": f"Bearer {self.token()}"}
             log_size = self._log_size("api-server")
@@ -543,18 +745,35 @@ class AirflowStack:
             detail = ""
             if answer.status_code >= 500:  # the api-server's traceback says why
                 new_log = self._log_since("api-server", log_size)
-                if "database is locked" in new_log and not ask_again_if_locked:
-                    raise SQLiteLockedError(f"{method} {path} answered 500: database is locked")
-                if "database is locked" in new_log and locked < 3:
-                    locked += 1
-                    print(f"airflow: {method} {path}: SQLite was locked; asking again ({locked})")
-                    time.sleep(1)
-                    continue
                 detail = "\napi-server log:\n" + "\n".join(new_log.splitlines()[-40:])
             raise AirflowStackError(
                 f"{method} {path} answered {answer.status_code}: "
                 + self.redact(answer.text[:2000] + detail)
             )
+
+    def add_secret(self, value: str) -> None:
+        """One more value to redact from what the stack prints and to look for in its logs."""
+        if value:
+            self._secrets.add(value)
+
+    def set_connection(self, conn_id: str, conn: Mapping[str, Any]) -> None:
+        """Create or replace a connection through the REST API, as a user does in the UI.
+
+        :param conn_id: the connection id
+        :param conn: its JSON form (``conn_type``, ``host``, ``login``, ``password``,
+            ``port``, ``schema``, ``extra`` as a dict)
+        """
+        body = {k: v for k, v in conn.items() if k != "extra"}
+        body["connection_id"] = conn_id
+        if "extra" in conn:
+            extra = conn["extra"]
+            body["extra"] = extra if isinstance(extra, str) else json.dumps(extra)
+        if conn.get("password"):
+            self.add_secret(str(conn["password"]))
+        existing = self.request("GET", "/api/v2/connections", params={"limit": 1000})
+        if conn_id in {c["connection_id"] for c in existing["connections"]}:
+            self.request("DELETE", f"/api/v2/connections/{conn_id}")
+        self.request("POST", "/api/v2/connections", json=body)
 
     def _log_size(self, component: str) -> int:
         path = self.log_path(component)
@@ -631,33 +850,8 @@ class AirflowStack:
         return str(run["dag_run_id"])
 
     def backfill(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST /api/v2/backfills`` with ``body``; the backfill made.
-
-        Airflow commits the backfill's row before it makes its runs, so a request that SQLite
-        refused half way leaves a backfill with no runs, and asking again answers 409 ("There
-        is already a running backfill") until the scheduler drops it two minutes later. So a
-        locked request is followed by cancelling the backfills it left, then asked again.
-        """
-        dag_id = str(body["dag_id"])
-
-        def running() -> set[int]:
-            made = self.request("GET", "/api/v2/backfills", params={"dag_id": dag_id})
-            return {b["id"] for b in made["backfills"] if b["completed_at"] is None}
-
-        before = running()
-        for attempt in range(1, 4):
-            try:
-                return dict(
-                    self.request("POST", "/api/v2/backfills", json=body, ask_again_if_locked=False)
-                )
-            except SQLiteLockedError:
-                if attempt == 3:
-                    raise
-            for orphan in sorted(running() - before):
-                self.request("PUT", f"/api/v2/backfills/{orphan}/cancel")
-                print(f"airflow: cancelled backfill {orphan}, left by the locked request")
-            print(f"airflow: POST /api/v2/backfills: SQLite was locked; asking again ({attempt})")
-        raise AssertionError("unreachable")
+        """``POST /api/v2/backfills`` with ``body``; the backfill made."""
+        return dict(self.request("POST", "/api/v2/backfills", json=body))
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         """``GET /api/v2/dags/{dag_id}/dagRuns/{run_id}``: state, conf, dates, note, ..."""
@@ -721,21 +915,26 @@ class AirflowStack:
         :return: the run's final state (``success`` or ``failed``), or its state at the
             timeout (the caller asserts)
         """
-        record = self._polls.setdefault((dag_id, run_id), _Poll())
         began = time.monotonic()
         state = None
         while time.monotonic() - began < timeout:
-            self._check_alive()
-            state = self.dag_run(dag_id, run_id)["state"]
-            tis = self.task_instances(dag_id, run_id)
-            for ti in tis:
-                self._record(record, time.monotonic() - began, ti)
-            deferred = sum(1 for ti in tis if ti["state"] == "deferred")
-            record.max_deferred = max(record.max_deferred, deferred)
+            state = self.poll_run(dag_id, run_id)
             if state in FINISHED:
                 break
             time.sleep(poll)
         print(f"airflow: run {run_id} {state} after {time.monotonic() - began:.1f}s")
+        return str(state)
+
+    def poll_run(self, dag_id: str, run_id: str) -> str:
+        """One poll of ``wait_for_run``: the run's state now; task instance changes recorded."""
+        record = self._polls.setdefault((dag_id, run_id), _Poll())
+        self._check_alive()
+        state = self.dag_run(dag_id, run_id)["state"]
+        tis = self.task_instances(dag_id, run_id)
+        for ti in tis:
+            self._record(record, time.monotonic() - record.began, ti)
+        deferred = sum(1 for ti in tis if ti["state"] == "deferred")
+        record.max_deferred = max(record.max_deferred, deferred)
         return str(state)
 
     @staticmethod
@@ -751,6 +950,7 @@ class AirflowStack:
             trigger=trigger.get("classpath"),
             triggerer_job=job.get("id") if job.get("job_type") == "TriggererJob" else None,
             triggerer_job_type=job.get("job_type"),
+            triggerer=job.get("hostname") if job.get("job_type") == "TriggererJob" else None,
         )
         key = (seen.task_id, seen.map_index)
         what = (seen.state, seen.try_number, seen.trigger, seen.triggerer_job)
@@ -762,7 +962,7 @@ class AirflowStack:
         extra = ""
         if seen.trigger:
             extra = f" on {seen.trigger.rsplit('.', 1)[-1]}"
-            extra += f", triggerer job {seen.triggerer_job}" if seen.triggerer_job else ""
+            extra += f", {seen.triggerer} (job {seen.triggerer_job})" if seen.triggerer_job else ""
         print(f"  {seen.at:6.1f}s {label}: {seen.state} (try {seen.try_number}){extra}")
 
     def sightings(self, dag_id: str, run_id: str) -> list[Sighting]:
@@ -803,3 +1003,33 @@ def _tail(path: Path, lines: int) -> str:
     if not path.exists():
         return "(no log)"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``make stack``: the stack on a DAGs folder until Ctrl-C (the UI's address printed).
+
+    :param argv: ``[DAGS_FOLDER]`` (the repository's dags/ by default)
+    """
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="tests.system.airflow_stack", description=main.__doc__)
+    parser.add_argument("dags_folder", nargs="?", type=Path, default=ROOT / "dags")
+    args = parser.parse_args(argv)
+    home = Path(tempfile.mkdtemp(prefix="skytap-stack-"))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # also when started with SIGINT ignored
+        signal.signal(sig, lambda *_: stop.set())
+    with AirflowStack(home, args.dags_folder.resolve(), stop_timeout=30) as stack:
+        print(
+            f"\nAirflow UI: {stack.base_url}  user {stack.admin}, password in "
+            f"{stack._password_file}\nAIRFLOW_HOME {home}; component logs in "
+            f"{home / 'logs' / 'components'}. Ctrl-C stops it."
+        )
+        stop.wait()
+    print(f"stopped; its logs are kept in {home}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

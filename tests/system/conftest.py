@@ -1,17 +1,52 @@
-"""The lab's VMs for the example DAGs' system tests (``demo.lab``), and the simulator seeded
-with them: environment 1001's three VMs are the lab's sshds and disk images."""
+"""The lab's VMs for the example DAGs' system tests (``demo.lab``), the simulator seeded
+with them (environment 1001's three VMs are the lab's sshds and disk images), and the
+distributed Airflow every scheduler test shares (``airflow_stack``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from demo import lab
+from demo import airflow_cli, lab
 from skytap_simulator.seed import default_seed
 from tests.conftest import Sim
+from tests.system import stack_services
+from tests.system.airflow_stack import AIRFLOW, AirflowStack
 
 ENV = "1001"
+TEST_DAGS = Path(__file__).with_name("dags")
+# The DAGs the shared stack parses: the repository's examples and the tests' own.
+STACK_DAGS = ("skytap_live_clone_backup", "skytap_clone_test")
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    """One distributed Airflow for the session (PostgreSQL, Redis, CeleryExecutor, two workers,
+    two triggerers, api-server, scheduler, dag-processor): starting it costs about 20 s.
+
+    Its DAGs folder links the repository's dags/ and tests/system/dags/. A test sets the
+    connections it needs through the REST API (``set_connection``), as a user would; every
+    component, task and trigger reads them from the metadata database. After the session no
+    process of it may be left.
+    """
+    if not hasattr(os, "killpg"):
+        pytest.skip("needs POSIX process groups to stop Airflow's components and their tasks")
+    if not AIRFLOW.exists():
+        pytest.skip(f"no airflow command beside {AIRFLOW.parent}: run pytest from the venv")
+    reason = stack_services.unavailable()
+    if reason:
+        pytest.skip(f"the distributed Airflow needs PostgreSQL and Redis: {reason}")
+    dags = tmp_path_factory.mktemp("stack-dags")
+    for source in sorted([*airflow_cli.DAGS.glob("*.py"), *TEST_DAGS.glob("*.py")]):
+        (dags / source.name).symlink_to(source)
+    home = tmp_path_factory.mktemp("stack") / "airflow"
+    env = {"PYTHONPATH": str(airflow_cli.REPO)}
+    with AirflowStack(home, dags, env, dag_ids=STACK_DAGS) as stack:
+        yield stack
+    assert stack.leftovers() == []  # no component, worker, task or trigger survives
 
 
 @pytest.fixture(scope="session")

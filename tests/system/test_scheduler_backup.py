@@ -1,21 +1,19 @@
 """skytap_live_clone_backup under the real scheduler, on the lab's VMs: a run triggered
 through the REST API with conf (what the UI's Trigger button sends), and a backfill.
 
-``AirflowStack`` starts the api-server, scheduler (LocalExecutor), dag-processor and
-triggerer on a temporary AIRFLOW_HOME with the repository's dags/ folder.
+On the session's distributed Airflow (``airflow_stack``: PostgreSQL, Redis, CeleryExecutor,
+two workers, two triggerers); each test sets the connections through the REST API.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from demo import airflow_cli, lab
+from demo import lab
 from tests.conftest import Sim
 from tests.system.airflow_stack import AirflowStack
 from tests.system.conftest import ENV, skytap_conn
@@ -27,18 +25,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture
-def airflow(tmp_path: Path, lab_sim: Sim, vms: lab.Lab) -> Iterator[AirflowStack]:
-    env = {
-        "AIRFLOW_CONN_SKYTAP_DEFAULT": json.dumps(skytap_conn(lab_sim)),
-        "AIRFLOW_CONN_SKYTAP_VM_SSH": json.dumps(vms.ssh_connection()),
-        "PYTHONPATH": str(airflow_cli.REPO),
-    }
-    with AirflowStack(
-        tmp_path / "airflow", airflow_cli.DAGS, env, dag_ids=[DAG_ID], secrets=[lab_sim.token]
-    ) as stack:
-        yield stack
-        assert stack.files_with_secrets() == []  # the API token never reaches a log
-    assert stack.leftovers() == []
+def airflow(airflow_stack: AirflowStack, lab_sim: Sim, vms: lab.Lab) -> Iterator[AirflowStack]:
+    """The shared stack with skytap_default on the lab's simulator and skytap_vm_ssh on the
+    lab's VMs; after the test no log of it holds a secret."""
+    airflow_stack.set_connection("skytap_default", skytap_conn(lab_sim))
+    airflow_stack.set_connection("skytap_vm_ssh", vms.ssh_connection())
+    yield airflow_stack
+    assert airflow_stack.files_with_secrets() == []  # the API token never reaches a log
 
 
 def templates(sim: Sim) -> list[dict[str, Any]]:
