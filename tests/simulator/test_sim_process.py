@@ -27,7 +27,8 @@ def test_state_survives_a_restart_and_copies_in_flight_finish(tmp_path: Path) ->
     state_file, data_dir = tmp_path / "state.json", tmp_path / "data"
     opts: dict[str, Any] = {"state_file": state_file, "data_dir": data_dir, "time_scale": 0.5}
     with SimulatorProcess(seed=seed_file, **opts) as first:
-        first.admin.config(copy_seconds=3.0)  # 1.5 s at time_scale 0.5
+        # 4 s at time_scale 0.5 (a restart at load 30 outlasted 1.5 s)
+        first.admin.config(copy_seconds=8.0)
         api = Api(first.url, AUTH)
         api.ok("PUT", "/configurations/1001", {"name": "renamed"})
         tpl = api.ok(
@@ -39,7 +40,7 @@ def test_state_survives_a_restart_and_copies_in_flight_finish(tmp_path: Path) ->
     with SimulatorProcess(**opts) as second:
         api = Api(second.url, AUTH)
         assert api.ok("GET", "/v2/configurations/1001")["name"] == "renamed"
-        assert second.admin.config()["copy_seconds"] == 3.0
+        assert second.admin.config()["copy_seconds"] == 8.0
         assert api.ok("GET", f"/v2/templates/{tpl['id']}")["busy"] is True
         assert (
             api.post("/templates", {"configuration_id": "1010", "live_copy": True}).status_code
