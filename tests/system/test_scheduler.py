@@ -50,8 +50,11 @@ def test_a_run_triggered_through_the_rest_api_defers_its_waits_to_the_triggerer(
     tmp_path: Path, sim: Any
 ) -> None:
     began = time.monotonic()
-    # Copies long enough that a poll of the REST API sees each wait deferred.
-    sim.admin.config(copy_seconds=3.0, region_copy_seconds=3.0)
+    # Copies long enough that a poll of the REST API sees each wait deferred, and that the
+    # first region copy is still running when the third mapped task defers: on Airflow 3.3 a
+    # task takes 1.5 to 2 s from running to deferred on a loaded 2-core machine, so three on
+    # one worker slot took 5.4 s, longer than a 3 s copy.
+    sim.admin.config(copy_seconds=3.0, region_copy_seconds=10.0)
     conf = {"note": "triggered by test"}
     with AirflowStack(
         tmp_path / "airflow", DAGS, sim_env(sim), dag_ids=[DAG_ID], secrets=[sim.token]
