@@ -31,8 +31,10 @@ def test_a_run_triggered_through_the_rest_api_defers_its_waits_to_the_triggerer(
     began = time.monotonic()
     # Copies long enough that a poll of the REST API sees each wait deferred: the clone's
     # outlasts the start of wait_for_clone on a Celery worker (at a load average of 60 it ran
-    # 3 s after the clone, when a 3 s copy was ready: it found it ready and never deferred).
-    sim.admin.config(copy_seconds=15.0, region_copy_seconds=3.0)
+    # 3 s after the clone, when a 3 s copy was ready: it found it ready and never deferred),
+    # and the first region copy is still running when the third mapped task defers (on Airflow
+    # 3.3 a task takes 1.5 to 2 s from running to deferred on a loaded 2-core machine).
+    sim.admin.config(copy_seconds=15.0, region_copy_seconds=10.0)
     conf = {"note": "triggered by test"}
     airflow = airflow_stack
     airflow.set_connection("skytap_default", sim_conn(sim))
