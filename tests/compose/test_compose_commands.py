@@ -203,11 +203,13 @@ def test_the_simulator_serves_the_compose_seed_to_the_provider(
             endpoints = hook.get_ssh_endpoints("1001")
     assert environment_["name"] == "erp-prod" and environment_["runstate"] == "running"
     found = {(e.vm_name, e.host, e.port) for e in endpoints}
-    assert found == {
-        ("app-1", "demo-vm-app-1", 22),
-        ("app-2", "demo-vm-app-2", 22),
-        ("db-1", "demo-vm-db-1", 22),
+    addresses = {
+        SERVICES[name]["environment"]["DEMO_VM_NAME"]: SERVICES[name]["networks"]["default"][
+            "ipv4_address"
+        ]
+        for name in ("demo-vm-app-1", "demo-vm-app-2", "demo-vm-db-1")
     }
+    assert found == {(vm, address, 22) for vm, address in addresses.items()}
     assert json.loads((tmp_path / "state.json").read_text())  # --state-file works with it
 
 

@@ -208,7 +208,7 @@ def test_skytap_default_is_the_simulator_as_a_seeded_user(services) -> None:
     settings = ConnectionSettings.from_connection(connection(env, "skytap_default"))
     sim_args = as_list(services["skytap-simulator"]["command"])
     port = next(a.split("=", 1)[1] for a in sim_args if a.startswith("--port="))
-    assert settings.base_url == f"http://skytap-simulator:{port}"
+    assert settings.base_url == f"http://skytap-simulator:{port}"  # allowed by its allow_http
     seed = json.loads(SEED_FILE.read_text(encoding="utf-8"))
     assert {"username": settings.login, "token": settings.token} in seed["users"]
 
@@ -258,7 +258,8 @@ def test_the_seed_points_each_vm_at_its_demo_vm_service(services) -> None:
         service_name = by_vm[vm["name"]]
         service = services[service_name]
         ssh = [s for i in vm["interfaces"] for s in i["services"] if s["internal_port"] == 22]
-        assert ssh == [{**ssh[0], "external_ip": service_name, "external_port": 22}]
+        address = service["networks"]["default"]["ipv4_address"]
+        assert ssh == [{**ssh[0], "external_ip": address, "external_port": 22}]
         assert environment(service)["DEMO_VM_NAME"] == vm["name"]
         assert builds_from(service) == DEMO_VM_DOCKERFILE
         # The simulator reads the VM's real disk image during a copy (torn if not frozen).

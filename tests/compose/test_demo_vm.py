@@ -154,7 +154,9 @@ def seed_for(vm: DemoVm) -> dict[str, Any]:
     env = next(e for e in seed["environments"] if e["id"] == "1001")
     app1 = next(v for v in env["vms"] if v["name"] == "app-1")
     service = next(s for i in app1["interfaces"] for s in i["services"])
-    assert (service["external_ip"], service["external_port"]) == ("demo-vm-app-1", 22)
+    compose_vm = load_compose()["services"]["demo-vm-app-1"]
+    address = compose_vm["networks"]["default"]["ipv4_address"]
+    assert (service["external_ip"], service["external_port"]) == (address, 22)
     service.update(external_ip="127.0.0.1", external_port=vm.port)
     app1["disk_image"] = str(vm.image)
     return seed
