@@ -78,13 +78,9 @@ is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 # VM, and with many hosts on one machine in the tests, that is most of arming's time.
 setv() { printf '%s\n' "$2" >"$dir/$1"; }
 getv() {
-    if [ -f "$dir/$1" ]; then
-        _v=
-        IFS= read -r _v <"$dir/$1"
-        printf '%s' "$_v"
-    else
-        printf '%s' "${2-}"
-    fi
+    _v=${2-}
+    [ -f "$dir/$1" ] && IFS= read -r _v <"$dir/$1"
+    printf '%s' "$_v"
 }
 opt() { getv "opt.$1" "${2-}"; }
 check_id() {
@@ -93,10 +89,7 @@ check_id() {
     esac
 }
 check_mount() {
-    case $1 in
-    /*) ;;
-    *) fail args "mount '$1' is not an absolute path" 2 ;;
-    esac
+    case $1 in /*) ;; *) fail args "mount '$1' is not an absolute path" 2 ;; esac
     case $1 in
     *[[:cntrl:]]* | *$C1* | *$LS*)
         fail args "mount '$(printf '%s' "$1" | oneline)' contains a control or line-separator \
@@ -190,16 +183,6 @@ post_step() {
     [ "$_rc" -eq 0 ] || setv post_thaw_error "$step_err"
 }
 
-# set_mstates FROM TO: every mount in state FROM goes to state TO.
-set_mstates() {
-    _i=1
-    while [ "$_i" -le "$n" ]; do
-        [ "$(getv "mstate.$_i")" = "$1" ] && setv "mstate.$_i" "$2"
-        _i=$((_i + 1))
-    done
-    return 0
-}
-
 # ---------------------------------------------------------------- preflight
 
 # parse ARG...: the commands' options, then `--` and the mounts (each checked; with $dir set,
@@ -244,8 +227,6 @@ parse() {
 }
 
 cmd_preflight() {
-    allow=0 id='' profile=fsfreeze dir=''
-    parse "$@"
     shift "$nargs"
     for _tool in setsid timeout stat date sleep; do
         command -v "$_tool" >/dev/null 2>&1 || fail preflight "'$_tool' is not installed"
@@ -294,10 +275,7 @@ cmd_run() {
     trap 'fired=${fired:-signal}' TERM INT HUP QUIT
     setv pid $$
     setv status preparing
-    if ! hook prepare; then
-        finish failed
-        exit 1
-    fi
+    hook prepare || { finish failed; exit 1; }
     # Armed: the deadline timer runs before the hold is taken, so nothing stays held longer
     # than max_seconds even if this shell is stopped. The backstop ends it if this shell dies.
     sleep "$max_seconds" >/dev/null 2>&1 7>&- &
@@ -338,14 +316,8 @@ cmd_backstop() {
     trap '' HUP INT TERM QUIT USR1
     _limit=$(($(getv deadline_at) + 5))
     while [ ! -f "$dir/result" ]; do
-        if ! guardian_alive; then
-            fired='guardian-died'
-            break
-        fi
-        if [ "$(date +%s)" -ge "$_limit" ]; then
-            fired=backstop
-            break
-        fi
+        guardian_alive || { fired='guardian-died'; break; }
+        [ "$(date +%s)" -lt "$_limit" ] || { fired=backstop; break; }
         sleep 1
     done
     [ -f "$dir/result" ] && exit 0
@@ -354,8 +326,6 @@ cmd_backstop() {
 }
 
 cmd_arm() {
-    id='' profile='' max_seconds='' step_timeout='' dir=''
-    parse "$@"
     check_id "$id"
     is_uint "$max_seconds" && [ "$max_seconds" -gt 0 ] ||
         fail args "max seconds must be a positive whole number, got '$max_seconds'" 2
@@ -474,8 +444,6 @@ report_state() {
 # ---------------------------------------------------------------- thaw
 
 cmd_thaw() {
-    id='' probe_timeout=10 wait_s=30 reason=thaw profile=fsfreeze dir=''
-    parse "$@"
     shift "$nargs"
     check_id "$id"
     is_uint "$probe_timeout" || fail args "probe timeout must be a whole number" 2
@@ -527,9 +495,9 @@ cmd_thaw() {
             # Guardian and backstop both gone. If we released something, the hold lasted
             # until now, as if we had told it; if not, it ended at an unknown time.
             fired=
-            hook end
-            [ -n "$fired" ] || if [ "$unfroze" = 1 ]; then fired=thaw; else fired='guardian-died'; fi
-            setv fired "$fired"
+            hook end # may find a mount someone else thawed: external-thaw
+            if [ -z "$fired" ] && [ "$unfroze" = 1 ]; then fired=thaw; fi
+            setv fired "${fired:-guardian-died}"
             setv status thawed
             setv result thawed
         fi
@@ -582,38 +550,24 @@ release_one() {
 
 # ---------------------------------------------------------------- entry
 
-# profile_of ARG...: the value of --profile among a command's options.
-profile_of() {
-    while [ $# -gt 0 ]; do
-        case $1 in
-        --profile) printf '%s' "${2-}"; return 0 ;;
-        --) return 0 ;;
-        esac
-        shift
-    done
-}
-
 main() {
     [ $# -gt 0 ] || fail args "no command given" 2
     _cmd=$1
     shift
     case $_cmd in
     preflight | arm | thaw)
-        profile=$(profile_of "$@")
+        allow=0 id='' profile=fsfreeze max_seconds='' step_timeout='' dir=''
+        probe_timeout=10 wait_s=30 reason=thaw
+        parse "$@"
         if [ "$(id -u)" != 0 ] && hook needs_root; then
             fail "$_cmd" "profile '$profile' freezes filesystems, which needs root, and this \
 runs as $(id -un 2>/dev/null || id -u) without sudo: log in as root, or give the user \
 passwordless sudo (use_sudo); where filesystems cannot be frozen, use profile 'app' (the \
 application's own pause and resume commands; no fsfreeze, no root)" 2
         fi
+        "cmd_$_cmd" "$@"
         ;;
-    esac
-    case $_cmd in
-    preflight) cmd_preflight "$@" ;;
-    arm) cmd_arm "$@" ;;
-    thaw) cmd_thaw "$@" ;;
-    run) cmd_run "$@" ;;
-    backstop) cmd_backstop "$@" ;;
+    run | backstop) "cmd_$_cmd" "$@" ;;
     *) fail args "unknown command '$_cmd'" 2 ;;
     esac
 }

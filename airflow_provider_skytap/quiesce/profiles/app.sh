@@ -12,6 +12,16 @@
 PROFILES="$PROFILES app"
 
 app_needs_root() { return 1; }
+
+# set_mstates FROM TO: every mount in state FROM goes to state TO.
+set_mstates() {
+    _i=1
+    while [ "$_i" -le "$n" ]; do
+        [ "$(getv "mstate.$_i")" = "$1" ] && setv "mstate.$_i" "$2"
+        _i=$((_i + 1))
+    done
+    return 0
+}
 app_prepare() { return 0; }
 
 app_check() {
