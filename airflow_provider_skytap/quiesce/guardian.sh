@@ -84,9 +84,7 @@ getv() {
 }
 opt() { getv "opt.$1" "${2-}"; }
 check_id() {
-    case $1 in
-    '' | .* | *[!A-Za-z0-9._-]*) fail args "invalid guardian id '$1'" 2 ;;
-    esac
+    case $1 in '' | .* | *[!A-Za-z0-9._-]*) fail args "invalid guardian id '$1'" 2 ;; esac
 }
 check_mount() {
     case $1 in /*) ;; *) fail args "mount '$1' is not an absolute path" 2 ;; esac
@@ -255,7 +253,6 @@ finish() {
     setv fired "$fired"
     setv status "$1"
     setv result "$1"
-    return 0
 }
 
 load() {
@@ -456,13 +453,11 @@ cmd_thaw() {
     guardian=none
     if [ -d "$dir" ]; then
         load "$dir"
-        if [ -f "$dir/result" ]; then
-            guardian=finished
-        elif guardian_alive; then
+        guardian=dead
+        [ -f "$dir/result" ] && guardian=finished
+        if [ "$guardian" = dead ] && guardian_alive; then
             request_thaw "$reason"
             if wait_result "$wait_s"; then guardian=told; else guardian=unresponsive; fi
-        else
-            guardian=dead
         fi
     fi
     say guardian "$guardian"
@@ -531,20 +526,15 @@ release_one() {
     else
         outcome=
         hook release "$@"
-        case $? in
-        0)
-            if probe "$1" "$probe_timeout"; then
-                say outcome "$outcome $1"
-            else
-                say error_step verify
-                say error "$1 is not writable after thaw: $probe_err"
-                say outcome "not-writable $1"
-                bad=1
-            fi
-            ;;
-        1) say outcome "$outcome $1"; bad=1 ;;
-        *) say outcome "$outcome $1" ;;
-        esac
+        _rc=$?
+        if [ "$_rc" = 0 ] && ! probe "$1" "$probe_timeout"; then
+            say error_step verify
+            say error "$1 is not writable after thaw: $probe_err"
+            outcome=not-writable
+            _rc=1
+        fi
+        [ "$_rc" = 1 ] && bad=1
+        say outcome "$outcome $1"
     fi
 }
 
