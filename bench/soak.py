@@ -706,6 +706,7 @@ def verdict(soak: Soak, result: dict[str, Any]) -> bool:
         and not result["final_frozen"]
         and not result["final_guardians"]
         and not result["duplicates"]
+        and not result.get("suspended_by_copy")
         and not result["secrets"]["hits"]
         and all(ok for *_, ok in result["disks"])
     )
@@ -760,8 +761,8 @@ def write(
         "(real sshd, fsfreeze, writers) on the distributed Airflow with 20% of API calls "
         "failing and five infrastructure faults (a worker and a triggerer SIGKILLed, the "
         "scheduler, Redis and PostgreSQL restarted); every run green or failed with every VM "
-        "thawed; zero duplicates; prune keeps `keep` copies tagged consistent per region; "
-        "zero secrets in any log. **"
+        "thawed; zero duplicates; zero VMs suspended by a copy; prune keeps `keep` copies "
+        "tagged consistent per region; zero secrets in any log. **"
         + (
             ("Met" if ok else "NOT met")
             if len(runs) >= args.runs
@@ -890,6 +891,10 @@ def write(
                     len(result["duplicates"]),
                 ],
                 ["templates made by the DAG (deleted included)", result["templates_made"]],
+                [
+                    "VMs suspended by a copy without live clone (the simulator's count)",
+                    result.get("suspended_by_copy", "not counted"),
+                ],
                 [
                     f"kept per region (keep={args.keep}): tagged consistent of all kept",
                     ", ".join(f"{k} {counted.get(k, 0)} of {v}" for k, v in sorted(kept.items()))
