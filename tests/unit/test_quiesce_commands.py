@@ -6,6 +6,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from importlib import resources
 
 import pytest
 
@@ -29,10 +30,20 @@ def test_the_script_ships_as_package_data_and_parses() -> None:
     for profile in qc.PROFILES:
         assert f"{profile}_pre_freeze()" in script.text
         assert f"{profile}_post_thaw()" in script.text
+    for step in ("needs_root", "check", "prepare", "begin", "end", "recover", "release", "verdict"):
+        assert f"fsfreeze_{step}()" in script.text  # the step a profile does not define
     shell = shutil.which("dash") or shutil.which("sh")
     assert shell is not None
     check = subprocess.run([shell, "-n"], input=script.text, text=True, capture_output=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_the_hold_core_names_no_profile_but_its_fallback() -> None:
+    core = resources.files(qc.__package__).joinpath("guardian.sh").read_text()
+    code = "\n".join(line.split("#")[0] for line in core.splitlines())
+    others = "|".join(p for p in qc.PROFILES if p != "fsfreeze")
+    assert re.search(rf"\b({others})_", code) is None  # no profile's step called by name
+    assert re.search(rf"= *\"?({others})\b|\b({others})\)", code) is None  # no profile case
 
 
 def test_the_script_never_evals() -> None:

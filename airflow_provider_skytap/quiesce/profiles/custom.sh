@@ -4,6 +4,7 @@
 # Options: pre_freeze, post_thaw (shell command lines, passed as single quoted arguments).
 # The commands see SKYTAP_QUIESCE_MOUNTS (this host's mounts, one per line) and
 # SKYTAP_QUIESCE_STEP (pre-freeze or post-thaw).
+PROFILES="$PROFILES custom"
 
 custom_env() {
     SKYTAP_QUIESCE_STEP=$1

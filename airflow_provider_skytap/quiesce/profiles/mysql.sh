@@ -4,6 +4,7 @@
 # input closes and the server drops the lock by itself.
 # Options: os_user (default root, e.g. socket auth), mysql (client path), defaults_file
 # (a my.cnf with the credentials; they never travel on the command line), socket.
+PROFILES="$PROFILES mysql"
 
 mysql_pre_freeze() {
     _fifo=$dir/mysql.in
