@@ -4,10 +4,10 @@
 # drops the lock by itself.
 # The lock (option lock): on MariaDB 10.4.1 and later (auto, or backup_stage) `BACKUP STAGE
 # START; BACKUP STAGE BLOCK_COMMIT`, as mariadb-backup takes it: it does not wait for running
-# statements (new commits wait, a long UPDATE runs on), and a second backup's BACKUP STAGE fails
-# at once; released by `BACKUP STAGE END`. Elsewhere (auto, or ftwrl) FLUSH TABLES WITH READ
-# LOCK, which waits for every running statement while blocking new writes; released by UNLOCK
-# TABLES. The session first asks the server's version (auto decides by it; the log shows it).
+# statements (new commits wait, a long UPDATE runs on); while another backup holds BACKUP STAGE
+# it waits for that one's END (writes go on meanwhile) until the step timeout; released by
+# `BACKUP STAGE END`. Elsewhere (auto, or ftwrl) FLUSH TABLES WITH READ LOCK, which waits for
+# every running statement while already blocking new writes; released by UNLOCK TABLES. The session first asks the server's version (auto decides by it; the log shows it).
 # Options: os_user (default root, e.g. socket auth), mysql (client path), defaults_file
 # (a my.cnf with the credentials; they never travel on the command line), socket, lock (auto,
 # backup_stage, ftwrl; checked on the Airflow side: commands.PROFILE_OPTION_VALUES).
@@ -44,8 +44,14 @@ mysql_pre_freeze() {
             mysql_has_backup_stage "$_ver" && _lock=backup_stage
         fi
         case $_lock in
-        backup_stage) _stmt='BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT' ;;
-        ftwrl) _stmt='FLUSH TABLES WITH READ LOCK' ;;
+        backup_stage)
+            _stmt='BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT'
+            _why=' (another backup holds BACKUP STAGE, or a DDL statement runs)'
+            ;;
+        ftwrl)
+            _stmt='FLUSH TABLES WITH READ LOCK'
+            _why=' (a long query holds it up)'
+            ;;
         *)
             step_err="profile option lock: unknown value '$_lock' (auto, backup_stage, ftwrl)"
             mysql_abort
@@ -53,7 +59,6 @@ mysql_pre_freeze() {
             ;;
         esac
         setv mysql_lock "$_lock"
-        _why=' (a long query holds it up)'
         printf 'mysql: server version %s, lock %s (option lock=%s)\n' "$_ver" "$_lock" \
             "$(opt lock auto)"
         printf '%s;\nSELECT "skytap-quiesce-locked";\n' "$_stmt" >&7
