@@ -38,6 +38,7 @@ ORDER = (
     "soak",  # reliability: 50 runs under 20% faults and a SIGKILL
     "faults",  # reliability: workers, triggerers, scheduler, Redis, PostgreSQL killed/restarted
     "bad_inputs",  # reliability: the catalogue of bad inputs
+    "mysql_lock",  # issue 16, 4: the mysql profile's lock, FTWRL and BACKUP STAGE
 )
 
 

@@ -77,11 +77,13 @@ class QuiesceOperator(BaseOperator):
     :param ssh_conn_id: with ``environment_id``: the SSH connection giving user and key
     :param skytap_conn_id: with ``environment_id``: the Skytap connection
     :param profile: ``fsfreeze`` (default), ``postgres`` (CHECKPOINT, then freeze), ``mysql``
-        (FLUSH TABLES WITH READ LOCK held until thaw), ``custom``, or ``app`` (no filesystem
+        (a lock held until the thaw: BACKUP STAGE BLOCK_COMMIT on MariaDB 10.4.1 and later, else
+        FLUSH TABLES WITH READ LOCK), ``custom``, or ``app`` (no filesystem
         freeze: ``pre_freeze_command`` pauses the application, ``post_thaw_command`` resumes it;
         needs no root)
     :param profile_options: options of the profile (postgres: os_user, psql, host, port,
-        database; mysql: os_user, mysql, defaults_file, socket)
+        database; mysql: os_user, mysql, defaults_file, socket, lock: ``auto``, ``backup_stage``
+        or ``ftwrl``)
     :param pre_freeze_command: ``custom``: shell command run as root before the first freeze;
         ``app`` (required): the pause, run once the guardian is armed
     :param post_thaw_command: ``custom``: shell command run as root after the last thaw;

@@ -27,9 +27,15 @@ PROFILES = ("fsfreeze", "postgres", "mysql", "custom", "app")
 PROFILE_OPTIONS: Mapping[str, frozenset[str]] = {
     "fsfreeze": frozenset(),
     "postgres": frozenset({"os_user", "psql", "host", "port", "database"}),
-    "mysql": frozenset({"os_user", "mysql", "defaults_file", "socket"}),
+    "mysql": frozenset({"os_user", "mysql", "defaults_file", "socket", "lock"}),
     "custom": frozenset({"pre_freeze", "post_thaw"}),
     "app": frozenset({"pre_freeze", "post_thaw"}),
+}
+# The options that take one of a few values (profile -> option -> values, the default first).
+# mysql lock: auto (BACKUP STAGE on MariaDB 10.4.1 and later, else FLUSH TABLES WITH READ
+# LOCK), backup_stage, ftwrl; profiles/mysql.sh implements each.
+PROFILE_OPTION_VALUES: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "mysql": {"lock": ("auto", "backup_stage", "ftwrl")},
 }
 # The profile that freezes no filesystem: the application's own pause and resume. Its "mounts"
 # are plain directories, and it needs no root.
@@ -313,6 +319,12 @@ def validate_profile(
     for key, value in found.items():
         if "\0" in value:
             raise ValueError(f"profile_options[{key!r}] contains a NUL byte")
+        values = PROFILE_OPTION_VALUES.get(profile, {}).get(key)
+        if values is not None and value not in values:
+            raise ValueError(
+                f"profile_options[{key!r}] of profile {profile!r} must be one of "
+                f"{', '.join(values)}, got {value!r}"
+            )
     if profile == "custom" and not found:
         raise ValueError("profile='custom' needs pre_freeze_command and/or post_thaw_command")
     if profile == APP:

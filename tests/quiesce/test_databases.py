@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,33 +143,67 @@ def test_postgres_profile_failure_freezes_nothing(postgres, ssh_conns) -> None:
     postgres.sql("CREATE TABLE after_failure (n int)")  # the data dir never froze
 
 
-# A stand-in for the mysql client: it logs what the session receives and answers the
-# profile's marker query. It shows the session's life, which a one-shot `mysql -e` gets wrong.
+# A stand-in for the mysql client: it logs what the session receives, answers the profile's
+# version query with the version in the file beside it, and answers the marker query unless a
+# file "hang" is there (a lock that does not come). It shows the session's life, which a
+# one-shot `mysql -e` gets wrong.
 STAND_IN_MYSQL = """#!/bin/sh
-log=$(dirname "$0")/session.log
+here=$(dirname "$0")
+log=$here/session.log
+echo $$ >"$here/pid"
 echo "start $*" >>"$log"
 while IFS= read -r line; do
     echo "got $line" >>"$log"
-    case $line in *skytap-quiesce-locked*) echo skytap-quiesce-locked ;; esac
+    case $line in
+    *skytap-quiesce-version*) echo "skytap-quiesce-version $(cat "$here/version")" ;;
+    *skytap-quiesce-locked*) [ -f "$here/hang" ] || echo skytap-quiesce-locked ;;
+    esac
 done
 echo "end of session" >>"$log"
 """
+VERSION_QUERY = "got SELECT CONCAT('skytap-quiesce-version ', @@version);"
+BACKUP_STAGE = ("BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT;", "BACKUP STAGE END;")
+FTWRL = ("FLUSH TABLES WITH READ LOCK;", "UNLOCK TABLES;")
 
 
+@pytest.fixture
+def stand_in_mysql(workdir: Path) -> Callable[..., Path]:
+    """The stand-in client in a fresh directory: its path; the session log lies beside it."""
+
+    def make(version: str, *, hang: bool = False) -> Path:
+        client_dir = workdir / "stand-in-mysql"
+        shutil.rmtree(client_dir, ignore_errors=True)
+        client_dir.mkdir()
+        client = client_dir / "mysql"
+        client.write_text(STAND_IN_MYSQL)
+        client.chmod(0o755)
+        (client_dir / "version").write_text(version)
+        if hang:
+            (client_dir / "hang").touch()
+        return client
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("version", "lock", "statements"),
+    [
+        ("10.11.6-MariaDB-0+deb12u1", None, BACKUP_STAGE),  # auto: MariaDB >= 10.4.1
+        ("10.3.39-MariaDB-0+deb10u2", None, FTWRL),  # auto: before BACKUP STAGE
+        ("10.11.6-MariaDB-0+deb12u1", "ftwrl", FTWRL),  # the DAG author's choice
+    ],
+)
 def test_mysql_profile_holds_the_lock_session_until_after_the_thaw(
-    loops, writers, ssh_conns, workdir
+    loops, writers, ssh_conns, stand_in_mysql, version, lock, statements
 ) -> None:
-    client_dir = workdir / "stand-in-mysql"
-    client_dir.mkdir(exist_ok=True)
-    client = client_dir / "mysql"
-    client.write_text(STAND_IN_MYSQL)
-    client.chmod(0o755)
-    log = client_dir / "session.log"
-    log.unlink(missing_ok=True)
+    client = stand_in_mysql(version)
+    log = client.parent / "session.log"
     conns = ssh_conns(1)
     mount = loops.make("mysqldata")
     writer = writers(mount)
     options = {"mysql": str(client), "defaults_file": "/etc/mysql/backup.cnf"}
+    if lock is not None:
+        options["lock"] = lock
     frozen = quiesce(
         "freeze",
         ssh_conn_ids=conns,
@@ -184,9 +218,40 @@ def test_mysql_profile_holds_the_lock_session_until_after_the_thaw(
     assert held == [
         "start --defaults-extra-file=/etc/mysql/backup.cnf --batch --skip-column-names "
         "--unbuffered",
-        "got FLUSH TABLES WITH READ LOCK;",
+        VERSION_QUERY,
+        f"got {statements[0]}",
         'got SELECT "skytap-quiesce-locked";',
     ]  # the session is still open while frozen
     quiesce("thaw", ssh_conn_ids=conns, mounts=[str(mount)], profile="mysql")
     writer.wait_progress()
-    assert log.read_text().splitlines()[3:] == ["got UNLOCK TABLES;", "end of session"]
+    assert log.read_text().splitlines()[4:] == [f"got {statements[1]}", "end of session"]
+
+
+def test_mysql_lock_timeout_names_the_statement_and_freezes_nothing(
+    loops, writers, ssh_conns, stand_in_mysql
+) -> None:
+    client = stand_in_mysql("10.11.6-MariaDB-0+deb12u1", hang=True)
+    conns = ssh_conns(1)
+    mount = loops.make("mysqldata")
+    writer = writers(mount)
+    with pytest.raises(QuiesceError) as info:
+        quiesce(
+            "freeze",
+            ssh_conn_ids=conns,
+            mounts=[str(mount)],
+            max_freeze_seconds=60,
+            profile="mysql",
+            profile_options={"mysql": str(client)},
+            step_timeout=1,
+        )
+    assert "BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT did not finish within 1 s" in str(
+        info.value
+    )
+    writer.wait_progress()  # nothing froze
+    assert f"got {BACKUP_STAGE[0]}" in (client.parent / "session.log").read_text()
+    # The session is over (its input closed, the client stopped): no lock session left behind.
+    pid = int((client.parent / "pid").read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and b"mysql" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the mysql session outlived the failed freeze"
+        time.sleep(0.05)

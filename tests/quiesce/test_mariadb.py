@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_skytap.operators.quiesce import QuiesceError
+from airflow_provider_skytap.quiesce.commands import STATE_DIR
 from tests.quiesce.conftest import LoopMounts, quiesce
 
 DB_USER = "mysql"  # Debian's mariadb-server package creates it; mariadbd refuses to run as root
@@ -221,8 +223,15 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> No
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize(
+    ("lock", "used"),
+    [
+        (None, "backup_stage"),  # auto: Debian's MariaDB is 10.4.1 or later
+        ("ftwrl", "ftwrl"),  # FLUSH TABLES WITH READ LOCK, as on older servers
+    ],
+)
 def test_mariadb_copy_taken_while_frozen_holds_every_committed_row(
-    mariadb, sql_writers, ssh_conns, loops, mariadb_run
+    mariadb, sql_writers, ssh_conns, loops, mariadb_run, lock, used
 ) -> None:
     mariadb.sql(
         "CREATE DATABASE app; CREATE TABLE app.t (writer INT, n INT, PRIMARY KEY (writer, n))"
@@ -238,9 +247,16 @@ def test_mariadb_copy_taken_while_frozen_holds_every_committed_row(
         mounts=[str(mount)],
         max_freeze_seconds=120,
         profile="mysql",
-        profile_options={"mysql": mariadb.client, "socket": str(mariadb.socket)},
+        profile_options={"mysql": mariadb.client, "socket": str(mariadb.socket)}
+        | ({} if lock is None else {"lock": lock}),
     )
     assert frozen["hosts"][0]["status"] == "frozen"
+    # The guardian's log on the VM names the server and the lock it took.
+    guardian_log = Path(STATE_DIR, frozen["hosts"][0]["guardian_id"], "log").read_text()
+    version = mariadb.sql("SELECT @@version").strip()
+    assert f"mysql: server version {version}, lock {used} (option lock={lock or 'auto'})" in (
+        guardian_log
+    )
     try:
         # The lock holds every writer's next commit: no acknowledgement while frozen (the
         # first 0.3 s let an answer already on its way reach its writer).
@@ -256,6 +272,10 @@ def test_mariadb_copy_taken_while_frozen_holds_every_committed_row(
     finally:
         thawed = quiesce("thaw", ssh_conn_ids=conns, mounts=[str(mount)], profile="mysql")
     assert thawed["consistency"] == "application-consistent"
+    # The server took every statement of the lock session, its release (BACKUP STAGE END or
+    # UNLOCK TABLES) included: the client's errors, which end the session, are empty.
+    guardian_dir = Path(STATE_DIR, frozen["hosts"][0]["guardian_id"])
+    assert (guardian_dir / "mysql.err").read_text() == ""
     # The writers were held, not broken: they commit again after the thaw.
     _wait_for(
         "writers commit after the thaw",
@@ -292,3 +312,69 @@ def test_mariadb_copy_taken_while_frozen_holds_every_committed_row(
     assert "InnoDB: Starting crash recovery" in log
     assert check[-1] == "OK", f"CHECK TABLE on the copy: {check}"
     assert not engine_errors, f"the copy's server logged errors: {engine_errors}"
+
+
+def test_mariadb_freeze_during_another_backup_waits_without_blocking_writes(
+    mariadb, sql_writers, ssh_conns
+) -> None:
+    # Another backup (mariadb-backup takes the same lock) holds BACKUP STAGE. This freeze's
+    # BACKUP STAGE START waits for that one's END; writes go on meanwhile (FTWRL would block
+    # them while it waits); at the step timeout it gives up, naming the statement and why, and
+    # nothing is frozen.
+    mariadb.sql(
+        "CREATE DATABASE app; CREATE TABLE app.t (writer INT, n INT, PRIMARY KEY (writer, n))"
+        " ENGINE=InnoDB"
+    )
+    other = subprocess.Popen(
+        [*mariadb.client_args(), "--unbuffered"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert other.stdin is not None and other.stdout is not None
+    try:
+        other.stdin.write("BACKUP STAGE START;\nSELECT 'held';\n")
+        other.stdin.flush()
+        assert other.stdout.readline().strip() == "held"
+        [writer] = sql_writers(1)
+        _wait_for("the writer commits", lambda: writer.count() >= 10)
+        failure: list[BaseException] = []
+
+        def freeze() -> None:
+            try:
+                quiesce(
+                    "freeze",
+                    ssh_conn_ids=conns,
+                    mounts=[str(mariadb.data.parent)],
+                    max_freeze_seconds=60,
+                    profile="mysql",
+                    profile_options={"mysql": mariadb.client, "socket": str(mariadb.socket)},
+                    step_timeout=8,
+                )
+            except BaseException as exc:
+                failure.append(exc)
+
+        conns = ssh_conns(1)
+        thread = threading.Thread(target=freeze, daemon=True)
+        thread.start()
+        waiting = (
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+            " WHERE INFO LIKE 'BACKUP STAGE START%' AND STATE = 'Waiting for backup lock'"
+        )
+        _wait_for("the freeze waits for BACKUP STAGE", lambda: mariadb.sql(waiting).strip() == "1")
+        before = writer.count()
+        time.sleep(0.5)
+        after = writer.count()
+        assert mariadb.sql(waiting).strip() == "1"  # still waiting: the commits fell within
+        assert after > before, "commits stopped while the freeze waited for the other backup"
+        thread.join(timeout=60)
+    finally:
+        other.stdin.close()
+        other.wait(timeout=30)
+    assert len(failure) == 1 and isinstance(failure[0], QuiesceError), failure
+    assert (
+        "BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT did not finish within 8 s (another backup "
+        "holds BACKUP STAGE, or a DDL statement runs)" in str(failure[0])
+    )
+    assert not writer.error
+    mariadb.sql("CREATE DATABASE after_refusal")  # the data directory never froze

@@ -147,6 +147,14 @@ def test_seconds_accept_templated_strings_and_never_round_up() -> None:
         ("fsfreeze", None, {"pre_freeze_command": "true"}, "only used by profile='custom'"),
         ("custom", None, {}, "profile='custom' needs pre_freeze_command"),
         ("postgres", "db", {}, "profile_options must be a mapping, got 'db'"),
+        (
+            "mysql",
+            {"lock": "flush"},
+            {},
+            "profile_options['lock'] of profile 'mysql' must be one of auto, backup_stage, "
+            "ftwrl, got 'flush'",
+        ),
+        ("mysql", {"lock": None}, {}, "must be one of auto, backup_stage, ftwrl, got ''"),
     ],
 )
 def test_profiles_are_validated(
@@ -154,6 +162,46 @@ def test_profiles_are_validated(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         qc.validate_profile(profile, options, **commands)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("lock", ["auto", "backup_stage", "ftwrl"])
+def test_mysql_lock_values_pass(lock: str) -> None:
+    assert qc.validate_profile("mysql", {"lock": lock, "socket": "/run/m.sock"}) == {
+        "lock": lock,
+        "socket": "/run/m.sock",
+    }
+
+
+@pytest.mark.parametrize(
+    ("version", "backup_stage"),
+    [
+        ("10.11.19-MariaDB-0+deb12u1", True),  # Debian 12
+        ("10.4.1-MariaDB", True),  # BACKUP STAGE's first release
+        ("10.4.0-MariaDB", False),
+        ("10.3.39-MariaDB-0+deb10u2", False),
+        ("11.4.2-MariaDB-log", True),
+        ("5.5.68-MariaDB", False),
+        ("8.0.36", False),  # MySQL: no BACKUP STAGE
+        ("8.4.0-0ubuntu0.24.04.1", False),
+        ("MariaDB", False),
+        ("", False),
+    ],
+)
+def test_mysql_auto_lock_takes_backup_stage_from_mariadb_10_4_1(
+    version: str, backup_stage: bool
+) -> None:
+    # The profile's own function, run by the shell the VM uses, on @@version as servers give it.
+    script = qc.guardian_script().text.removesuffix('main "$@"\n')
+    shell = shutil.which("dash") or shutil.which("sh")
+    assert shell is not None
+    answer = subprocess.run(
+        [shell, "-c", script + 'mysql_has_backup_stage "$1"', "sh", version],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert answer.stderr == ""
+    assert (answer.returncode == 0) is backup_stage
 
 
 def test_profile_options_become_strings() -> None:
