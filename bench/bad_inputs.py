@@ -867,7 +867,7 @@ the value (for the DAG's own checks, its first task `dr_regions`).
 {table(("input", "where", "message", "created nothing", "frozen nothing", "fixed in"), rows)}
 
 Found and fixed (each with a test in `tests/`: `tests/system/test_bad_inputs.py`,
-`tests/integration/test_bad_inputs.py`, `tests/unit/test_checks.py`):
+`tests/hooks/test_bad_inputs.py`, `tests/test_checks.py`):
 {chr(10).join(fixed_lines)}
 
 Notes, and what was left as it is:

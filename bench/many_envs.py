@@ -61,9 +61,9 @@ def seed(count: int) -> dict[str, Any]:
 
 
 def _tasks() -> Any:
-    """tests/integration/tasks.py (run operators and deferrals in-process), imported by name:
+    """tests/tasks.py (run operators and deferrals in-process), imported by name:
     mypy checks bench/ but not tests/, whose ``type: ignore`` comments are for pytest's run."""
-    return importlib.import_module("tests.integration.tasks")
+    return importlib.import_module("tests.tasks")
 
 
 class Backup:

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "although only a running task uses them. Both are now imported where they are used; "
         f"measured side by side above, they cost {ssh_hook:.3f} s and {req:.3f} s on their "
         "own (medians; part of it is shared with what the provider still loads). "
-        "`tests/unit/test_import_cost.py` checks that parsing either example DAG loads "
+        "`tests/test_import_cost.py` checks that parsing either example DAG loads "
         "neither.",
         "",
         "### Where `frozen_copy`'s import time goes (`python -X importtime`, one run)",

@@ -1,8 +1,13 @@
-"""Session-wide simulator fixtures; subdirectories add their own fixtures in their conftests."""
+"""Session-wide fixtures (the simulator, a Skytap connection to it, the hooks) and the tiers.
+
+Subdirectories add their own fixtures in their conftests. tests/README.md maps the folders to
+the package and says what each tier marker means.
+"""
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import tempfile
@@ -12,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_skytap.hooks.api import RetryPolicy
+from airflow_provider_skytap.hooks.skytap import SkytapAsyncHook, SkytapHook
 from skytap_simulator.control import SimulatorAdmin, SimulatorProcess
 from skytap_simulator.seed import default_seed
 
@@ -56,12 +63,44 @@ def simulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simu
         yield proc
 
 
+# The tiers: what a test needs beyond this virtualenv. A test carries every tier it needs, so
+# `-m unit` runs what needs nothing, `-m "not vm and not system"` what needs no root and no
+# Airflow run. The marks (registered in pyproject.toml) come from what the test uses (below);
+# a module that needs more than its fixtures show says so with `pytestmark`. tests/README.md
+# has the table.
+TIERS = ("unit", "integration", "vm", "system", "compose")  # meanings: pyproject.toml
+# The fixtures that mean a tier: the simulator; the quiesce tests' sshd and freezable mounts,
+# and the lab's VMs (demo.lab) the example DAGs freeze.
+_TIER_FIXTURES = {
+    "integration": {"sim", "simulator_process"},
+    "vm": {"can_freeze", "sshd", "vms"},
+}
+_TIER_FOLDERS = {"system": "tests/system/", "compose": "tests/deploy/"}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "suspends_vms(n): the test makes copies without live clone on purpose; the simulator's "
         "teardown expects exactly n VMs suspended instead of 0",
     )
+
+
+def tiers_of(item: pytest.Item) -> set[str]:
+    """The tiers a collected test needs: its folder, its fixtures and its own marks."""
+    path = item.nodeid.split("::", 1)[0]
+    found = {tier for tier, folder in _TIER_FOLDERS.items() if path.startswith(folder)}
+    used = set(getattr(item, "fixturenames", ()))
+    found |= {tier for tier, names in _TIER_FIXTURES.items() if used & names}
+    found |= {m.name for m in item.iter_markers() if m.name in TIERS}
+    return found or {"unit"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for tier in sorted(tiers_of(item)):
+            item.add_marker(tier)
 
 
 @pytest.fixture
@@ -83,10 +122,48 @@ def sim(simulator_process: SimulatorProcess, request: pytest.FixtureRequest) -> 
     assert len(suspended) == expected, f"VMs suspended by a copy without live_copy: {suspended}"
 
 
+# A Skytap connection to the simulator, and the hooks on it (the tests of hooks, operators,
+# sensors and the probe share these).
+CONN_ID = "skytap_it"
+# Fast retries for tests; the deadline still bounds every call.
+FAST = RetryPolicy(deadline=60.0, base=0.05, cap=0.5)
+
+
+def set_connection(
+    monkeypatch: pytest.MonkeyPatch,
+    conn_id: str,
+    url: str,
+    login: str,
+    token: str,
+    **extra: Any,
+) -> None:
+    """Define an Airflow connection the way users of env-var secrets do."""
+    doc = {"conn_type": "skytap", "host": url, "login": login, "password": token, "extra": extra}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(doc))
+
+
+@pytest.fixture
+def skytap_conn(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> str:
+    set_connection(monkeypatch, CONN_ID, sim.url, sim.username, sim.token, timeout=5)
+    return CONN_ID
+
+
+@pytest.fixture
+def hook(skytap_conn: str) -> Iterator[SkytapHook]:
+    with SkytapHook(skytap_conn, retry_policy=FAST) as h:
+        yield h
+
+
+@pytest.fixture
+def async_hook(skytap_conn: str) -> SkytapAsyncHook:
+    return SkytapAsyncHook(skytap_conn, retry_policy=FAST)
+
+
 # make test runs the suite on two pytest-xdist workers (-n 2 --dist loadgroup). Tests that share
 # a fixed resource of the machine stay on one worker, one after another, in file order:
-# - tests/quiesce: a fixed sudo user (skytapq) and its sudoers file, a fixed PostgreSQL user
-#   and port, the guardian records in /run/skytap-quiesce;
+# - tests/quiesce (its few `unit` modules ride along: seconds): a fixed sudo user (skytapq) and
+#   its sudoers file, a fixed PostgreSQL user and port, the guardian records in
+#   /run/skytap-quiesce;
 # - tests/system: the Airflow stack the scheduler tests start, the lab's VMs, `airflow dags test`.
 # Every other test has its own simulator (one per worker), Airflow home and temporary files, and
 # goes to whichever worker is free.

@@ -8,7 +8,7 @@ the dag-processor, two triggerers and two Celery workers as subprocesses of the 
 its own process group and configured only through environment variables. The settings are the
 compose file's own (``x-airflow-common``'s environment, read from docker-compose.yaml), with
 container addresses moved to this machine's (:data:`LOCAL_ADDRESSES`); the few settings a
-stack on one machine adds are :data:`STACK_SETTINGS`, each with its reason. tests/compose
+stack on one machine adds are :data:`STACK_SETTINGS`, each with its reason. tests/deploy
 checks that the two stay the same deployment.
 
 The caller does what a user does: it sets connections and triggers a run through the REST API
@@ -123,7 +123,7 @@ FAST_SETTINGS = {
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
 }
 
-# What the stack sets that the compose file does not, and why (tests/compose checks that
+# What the stack sets that the compose file does not, and why (tests/deploy checks that
 # nothing else differs). Values depend on the stack; FAST_SETTINGS come on top with fast=True.
 STACK_SETTINGS = {
     "AIRFLOW__CORE__DAGS_FOLDER": "the compose file mounts ./dags at the image's default",

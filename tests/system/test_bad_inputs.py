@@ -17,7 +17,7 @@ import pytest
 
 from demo import airflow_cli, lab
 from tests.conftest import Sim
-from tests.integration.helpers import api_requests
+from tests.helpers import api_requests
 from tests.system.conftest import ENV, skytap_conn
 
 BACKUP = "skytap_live_clone_backup"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from demo import airflow_cli
-from tests.integration.helpers import api_requests
+from tests.helpers import api_requests
 
 DAGS = Path(__file__).with_name("dags")
 DAG_ID = "skytap_clone_test"

@@ -19,7 +19,7 @@ from airflow_provider_skytap.backups import consistency
 from demo import airflow_cli, lab
 from skytap_simulator.seed import default_seed
 from tests.conftest import Sim
-from tests.integration.helpers import api_requests
+from tests.helpers import api_requests
 from tests.system.conftest import ENV, skytap_conn
 
 BACKUP = "skytap_live_clone_backup"
@@ -142,7 +142,7 @@ def test_a_copy_that_outlasts_the_freeze_fails_the_run_and_is_tagged_inconsisten
     run_env: dict[str, str], sim: Sim
 ) -> None:
     # The copy outlasts max_freeze_seconds: the guardians thaw while Skytap is still copying.
-    # (What prune then does with such a template: tests/integration/test_retention.py.)
+    # (What prune then does with such a template: tests/operators/test_retention.py.)
     sim.admin.config(copy_seconds=12)
     ok, out = run(run_env, BACKUP, "2026-11-26", dr_regions=[], max_freeze_seconds=10)
     assert not ok, "a run whose guardians thawed before the copy was complete must fail"
