@@ -2,10 +2,14 @@
 
 Every copy an operator of this package makes carries two tags:
 
-- the *source tag* ``airflow-skytap/<dag_id>/<kind>-<id>``: made by this provider, for this
-  DAG, from this source. Retention touches nothing without it, and region copies inherit it
-  from the template they copy, so the DR copies of one environment's backups are pruned with
-  them.
+- the *source tag* ``airflow-skytap/<dag_id>/<kind>-<id>/<hash>``: made by this provider, for
+  this DAG, from this source. ``<dag_id>`` is the DAG id as written and ``<hash>`` the first 12
+  hex digits of its SHA-256: Skytap compares tags without regard to case, so the hash is what
+  tells DAG ``ERP_Backup`` from ``erp_backup``. Retention touches nothing without it, and region
+  copies inherit it from the template they copy, so the DR copies of one environment's backups
+  are pruned with them. :func:`is_from_source` is the one test of "this DAG made it from this
+  source"; it also accepts the lower-cased tag of earlier versions where the backup's name
+  proves which DAG made it.
 - the *time tag* ``airflow-skytap-at/<YYYYmmddTHHMMSSZ>``: the recovery point, i.e. the run's
   logical date (or, for a manual run without one, when it was triggered). Retention keeps the
   newest recovery points, so a backfill of last month never evicts last night's backup.
@@ -43,11 +47,80 @@ CONSISTENCY_TAG_PREFIX = "airflow-skytap-consistency/"
 _STAMP = "%Y%m%dT%H%M%SZ"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME = 255
+# [ASSUMED] Skytap's longest tag value. No Skytap document or client states one; Skytap's help
+# gives 255 characters for label values (help.skytap.com/adding-usage-labels-to-environments),
+# the sibling feature, so tags are kept within the same. README: "What the provider relies on".
+MAX_TAG = 255
+_DIGEST = 12  # hex digits of the DAG id's SHA-256 in a source tag
+
+
+def _digest(dag_id: str, size: int = _DIGEST) -> str:
+    """A case-preserving fingerprint of the DAG id (hex, so Skytap's case folding keeps it)."""
+    return hashlib.sha256(dag_id.encode()).hexdigest()[:size]
 
 
 def source_tag(dag_id: str, source_kind: Kind, source_id: str) -> str:
-    """The tag that says: made by this provider, for this DAG, from this source."""
+    """The tag that says: made by this provider, for this DAG, from this source.
+
+    ``airflow-skytap/<dag_id>/<kind>-<id>/<hash of the exact DAG id>``. Skytap treats tag values
+    without regard to case [ASSUMED], so the DAG id as written would not tell ``ERP_Backup``
+    from ``erp_backup``; the hash does. A DAG id too long for :data:`MAX_TAG` is shortened; the
+    hash still identifies it. Compare tags with :func:`is_from_source`, never as strings.
+
+    :param dag_id: the DAG the backup belongs to, exactly as written
+    :param source_kind: ``environment`` or ``template``
+    :param source_id: the id of the environment or template the backup was made from
+    """
+    tail = f"/{source_kind}-{source_id}/{_digest(dag_id)}"
+    keep = MAX_TAG - len(TAG_PREFIX) - len(tail)
+    return f"{TAG_PREFIX}{dag_id[:keep]}{tail}"
+
+
+def legacy_source_tag(dag_id: str, source_kind: Kind, source_id: str) -> str:
+    """The source tag earlier versions wrote: lower-cased, so it cannot tell DAG ids apart
+    that differ only in case (``ERP_Backup`` and ``erp_backup`` share one)."""
     return f"{TAG_PREFIX}{dag_id}/{source_kind}-{source_id}".lower()
+
+
+def is_from_source(
+    resource: Mapping[str, Any], dag_id: str, source_kind: Kind, source_id: str
+) -> bool:
+    """Whether this provider made ``resource`` for this DAG from this source, by its tags.
+
+    A current source tag (with the DAG id's hash) decides alone: when the resource carries one,
+    earlier versions' tags are not looked at. An earlier version's tag is lower-cased, so two
+    DAG ids that differ only in case share it; it counts only when the resource's name is the
+    default name this DAG gives its backups (``<dag_id>-<kind>-<id>-...``, compared with case,
+    as Skytap keeps names), which tells those DAGs apart. A legacy backup under a name of the
+    user's choosing proves nothing and is nobody's: never counted, never deleted.
+
+    :param resource: an environment or template as Skytap answers it, with its ``tags``
+    :param dag_id: the DAG asking, exactly as written
+    :param source_kind: ``environment`` or ``template``
+    :param source_id: the id of the environment or template the backup was made from
+    """
+    tags = provider_source_tags(resource)
+    current = {t for t in tags if _is_current(t)}
+    if current:
+        return source_tag(dag_id, source_kind, source_id).lower() in current
+    if legacy_source_tag(dag_id, source_kind, source_id) not in tags:
+        return False
+    return _named_by(str(resource.get("name") or ""), dag_id, source_kind, source_id)
+
+
+def _is_current(tag: str) -> bool:
+    """A source tag of this version: DAG id, source and the DAG id's hash after the prefix."""
+    parts = tag[len(TAG_PREFIX) :].split("/")
+    return len(parts) == 3 and re.fullmatch(f"[0-9a-f]{{{_DIGEST}}}", parts[2]) is not None
+
+
+def _named_by(name: str, dag_id: str, source_kind: Kind, source_id: str) -> bool:
+    """Whether ``name`` is a default :func:`backup_name` of this DAG and source (any stamp)."""
+    tail = f"-{source_kind}-{source_id}-"
+    if name.startswith(f"{dag_id}{tail}"):
+        return True
+    head, found, _ = name.partition(f"-{_digest(dag_id, 8)}{tail}")  # a shortened name
+    return bool(found and head) and dag_id.startswith(head)
 
 
 def time_tag(when: datetime) -> str:
@@ -118,7 +191,7 @@ def backup_name(dag_id: str, source_kind: Kind, source_id: str, stamp: str) -> s
     name = f"{dag_id}{tail}"
     if len(name) <= MAX_NAME:
         return name
-    digest = hashlib.sha256(dag_id.encode()).hexdigest()[:8]
+    digest = _digest(dag_id, 8)
     keep = max(1, MAX_NAME - len(tail) - len(digest) - 1)
     return f"{dag_id[:keep]}-{digest}{tail}"[:MAX_NAME]
 
