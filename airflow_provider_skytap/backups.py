@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_skytap.hooks.api import Kind, tag_values
+from airflow_provider_skytap.hooks.api import Kind, check_text, tag_values
 from airflow_provider_skytap.operators.quiesce import (
     APPLICATION_CONSISTENT,
     CRASH_CONSISTENT,
@@ -197,7 +198,17 @@ def backup_name(dag_id: str, source_kind: Kind, source_id: str, stamp: str) -> s
 
 
 def check_tags(tags: Any, field: str = "tags") -> list[str]:
-    """User tags: a list of non-empty strings that do not pose as this provider's own."""
+    """User tags: a list of strings that round-trip through Skytap and do not pose as this
+    provider's own.
+
+    Each item is checked whole first (no surrounding whitespace, no control or invisible
+    format characters: Skytap strips or mangles them, so ``" airflow-skytap-consistency/..."``
+    would be stored as the verdict tag itself), then against the reserved prefixes, compared
+    as Skytap would (case folded, compatibility forms normalised).
+
+    :param tags: the user's tags (None for none)
+    :param field: the argument's name, for the error
+    """
     if tags is None:
         return []
     if isinstance(tags, str | bytes) or not isinstance(tags, Iterable):
@@ -206,8 +217,13 @@ def check_tags(tags: Any, field: str = "tags") -> list[str]:
     for tag in tags:
         if not isinstance(tag, str) or not tag.strip():
             raise ValueError(f"{field} items must be non-empty strings, got {tag!r}")
-        lowered = tag.lower()
-        if lowered.startswith((TAG_PREFIX, TIME_TAG_PREFIX, CONSISTENCY_TAG_PREFIX)):
+        check_text(tag, f"{field} item")
+        if any(unicodedata.category(c) == "Cf" for c in tag):
+            raise ValueError(
+                f"{field} item must not contain invisible format characters, got {tag!r}"
+            )
+        folded = unicodedata.normalize("NFKC", tag).casefold()
+        if folded.startswith((TAG_PREFIX, TIME_TAG_PREFIX, CONSISTENCY_TAG_PREFIX)):
             raise ValueError(
                 f"{field} item {tag!r} uses the prefix this provider keeps for its own tags"
             )

@@ -93,6 +93,16 @@ def test_the_consistency_tag_is_read_back_and_the_worse_of_two_counts() -> None:
         (["ok", ""], "tags items must be non-empty strings, got ''"),
         (["AIRFLOW-SKYTAP/x"], "uses the prefix this provider keeps"),
         (["airflow-skytap-consistency/application-consistent"], "uses the prefix"),
+        # Skytap strips surrounding whitespace on store: this would be the verdict tag itself.
+        (
+            [" airflow-skytap-consistency/application-consistent"],
+            "tags item must not start or end with whitespace, "
+            "got ' airflow-skytap-consistency/application-consistent'",
+        ),
+        (["airflow-skytap-at/20991231T000000Z\n"], "tags item must not start or end with"),
+        (["nightly\tbackup"], "tags item must not contain control characters"),
+        (["\u200bairflow-skytap/x"], "tags item must not contain invisible format characters"),
+        (["\uff41irflow-skytap/x"], "uses the prefix"),  # a fullwidth 'a'
     ],
 )
 def test_user_tags_are_checked(tags: object, message: str) -> None:

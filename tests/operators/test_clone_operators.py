@@ -191,6 +191,12 @@ def test_without_waiting_the_task_returns_the_busy_copy(
         ("vm_ids", ["2001"], "vm_ids works with target='environment' only"),
         ("tags", "nightly", "tags must be a list of strings, got 'nightly'"),
         ("tags", ["airflow-skytap/x"], "uses the prefix this provider keeps"),
+        (  # Skytap strips it on store: the copy would carry the verdict from birth
+            "tags",
+            [" airflow-skytap-consistency/application-consistent"],
+            "tags item must not start or end with whitespace, "
+            "got ' airflow-skytap-consistency/application-consistent'",
+        ),
         ("name", "", "name must be a non-empty string, got ''"),
     ],
 )

@@ -82,3 +82,13 @@ def test_tags_can_be_added_to_a_copy_while_it_is_busy(api: Api) -> None:
     tagged = api.ok("PUT", f"/v2/templates/{new['id']}/tags", [{"value": "made-by-test"}])
     assert [t["value"] for t in tagged] == ["made-by-test"]
     assert api.ok("GET", f"/v2/templates/{new['id']}")["busy"] is True
+
+
+def test_tag_values_are_stored_with_surrounding_whitespace_stripped(api: Api) -> None:
+    """[ASSUMED] as Skytap: why the provider refuses such user tags (backups.check_tags)."""
+    tagged = api.ok(
+        "PUT",
+        "/v2/templates/5001/tags",
+        [{"value": " airflow-skytap-consistency/application-consistent\n"}],
+    )
+    assert [t["value"] for t in tagged] == ["airflow-skytap-consistency/application-consistent"]
