@@ -12,6 +12,10 @@
 #   DISK_SIZE_MB        size of a new disk image (64)
 #   AUTHORIZED_KEYS     the workers' public key, written by airflow-init (waited for)
 #   SSH_DIR             sshd's own files: host key, config, authorized_keys copy, pid
+#   KNOWN_HOSTS         the known_hosts file this VM publishes its host key in, shared with the
+#                       other VMs, read by the Airflow workers (/etc/demo-vm/known-hosts/known_hosts)
+#   KNOWN_HOSTS_NAME    the host field of its line: the address its SSH service is published at
+#                       (an IP for port 22, [IP]:PORT otherwise); empty: the key is not published
 #   SSH_PORT, SSH_LISTEN    where sshd listens (22, 0.0.0.0)
 #   SSHD_STRICT_MODES   sshd's StrictModes (yes)
 #   DEMO_WRITER         1: run the writer (default), 0: not
@@ -24,6 +28,8 @@ disks=${DISK_DIR:-/var/lib/demo-vm-disks}
 size_mb=${DISK_SIZE_MB:-64}
 keys=${AUTHORIZED_KEYS:-/etc/demo-vm/keys/authorized_keys}
 ssh_dir=${SSH_DIR:-/etc/demo-vm/ssh}
+known_hosts=${KNOWN_HOSTS:-/etc/demo-vm/known-hosts/known_hosts}
+known_hosts_name=${KNOWN_HOSTS_NAME:-}
 port=${SSH_PORT:-22}
 listen=${SSH_LISTEN:-0.0.0.0}
 strict=${SSHD_STRICT_MODES:-yes}
@@ -66,6 +72,21 @@ mkdir -p "$ssh_dir" /run/sshd
 chmod 0700 "$ssh_dir"
 if [ ! -s "$ssh_dir/ssh_host_ed25519_key" ]; then
     ssh-keygen -q -t ed25519 -N '' -C "demo-vm-$name" -f "$ssh_dir/ssh_host_ed25519_key"
+fi
+# Publish the host key: this VM's line in the shared known_hosts replaces its earlier one (a
+# re-created VM has a new key), under a lock, since the VMs start at the same time.
+if [ -n "$known_hosts_name" ]; then
+    mkdir -p "$(dirname "$known_hosts")"
+    line="$known_hosts_name $(cut -d ' ' -f 1,2 "$ssh_dir/ssh_host_ed25519_key.pub")"
+    (
+        flock 9
+        touch "$known_hosts"
+        awk -v host="$known_hosts_name" '$1 != host' "$known_hosts" >"$known_hosts.$name.tmp"
+        echo "$line" >>"$known_hosts.$name.tmp"
+        chmod 0644 "$known_hosts.$name.tmp"
+        mv "$known_hosts.$name.tmp" "$known_hosts"
+    ) 9>"$known_hosts.lock"
+    say "host key published in $known_hosts as $known_hosts_name"
 fi
 waited=0
 until [ -s "$keys" ]; do

@@ -232,6 +232,49 @@ def test_skytap_vm_ssh_uses_the_key_airflow_init_makes(services) -> None:
         assert "airflow-ssh" not in {src for src, _ in volumes(services[name]).values()}
 
 
+# The image's airflow user's home: its entrypoint exports HOME there for any AIRFLOW_UID
+# (entrypoint_prod.sh, create_system_user_if_missing), and the SSH hook (paramiko) reads
+# ~/.ssh/known_hosts whenever a connection neither names a host_key nor skips the check.
+AIRFLOW_USER_SSH = "/home/airflow/.ssh"
+DEMO_VM_KNOWN_HOSTS = "/etc/demo-vm/known-hosts"
+
+
+def test_skytap_vm_ssh_checks_the_host_keys_the_demo_vms_publish(services) -> None:
+    """No connection a Trigger-only user can name sends its key to an unchecked host."""
+    conn = connection(environment(services["airflow-worker"]), "skytap_vm_ssh")
+    extra = conn.extra_dejson
+    for skip in ("no_host_key_check", "ignore_hostkey_verification", "allow_host_key_change"):
+        assert str(extra.get(skip, "false")).lower() == "false", (skip, extra[skip])
+    # The hook's host key policy is paramiko's default (reject unknown hosts); the known hosts
+    # are the demo VMs' published keys, mounted read-only where the hook looks.
+    for name in AIRFLOW_COMPONENTS:
+        assert volumes(services[name])[AIRFLOW_USER_SSH] == ("demo-vm-known-hosts", "ro")
+    assert "demo-vm-known-hosts" not in {s for s, _ in volumes(services["airflow-init"]).values()}
+    # Each demo VM makes its own key (none is baked into the image) and publishes it under the
+    # address the seed publishes its SSH service at, which is where the workers connect.
+    seed = json.loads(SEED_FILE.read_text(encoding="utf-8"))
+    env_1001 = next(e for e in seed["environments"] if e["id"] == "1001")
+    published = {
+        vm["name"]: next(
+            s for i in vm["interfaces"] for s in i["services"] if s["internal_port"] == 22
+        )
+        for vm in env_1001["vms"]
+    }
+    for service_name, vm_name in DEMO_VMS.items():
+        service = services[service_name]
+        assert volumes(service)[DEMO_VM_KNOWN_HOSTS] == ("demo-vm-known-hosts", "rw")
+        ssh = published[vm_name]
+        host = (
+            ssh["external_ip"]
+            if ssh["external_port"] == 22
+            else (f"[{ssh['external_ip']}]:{ssh['external_port']}")
+        )
+        assert environment(service)["KNOWN_HOSTS_NAME"] == host, service_name
+    entrypoint = (DEMO_VM_DOCKERFILE.parent / "entrypoint.sh").read_text(encoding="utf-8")
+    assert f"KNOWN_HOSTS:-{DEMO_VM_KNOWN_HOSTS}/known_hosts" in entrypoint
+    # That the entrypoint publishes a key the hook then checks: tests/deploy/test_demo_vm.py.
+
+
 def test_every_airflow_service_has_the_same_connections_and_config(airflow_image_services):
     envs = {
         name: environment(s)

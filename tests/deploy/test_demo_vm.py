@@ -64,9 +64,10 @@ def _free_port() -> int:
 class DemoVm:
     """docker/demo-vm/entrypoint.sh running in ``root`` (a scratch directory)."""
 
-    def __init__(self, root: Path, authorized_keys: Path) -> None:
+    def __init__(self, root: Path, authorized_keys: Path, known_hosts: Path) -> None:
         self.root = root
         self.port = _free_port()
+        self.known_hosts = known_hosts
         self.data = root / "srv-data"
         self.image = root / "disks" / "app-1.img"
         self.log = root / "demo-vm.log"
@@ -82,6 +83,10 @@ class DemoVm:
             "SSH_LISTEN": "127.0.0.1",
             "SSHD_STRICT_MODES": "no",  # the scratch dir sits under world-writable /tmp
             "KEY_WAIT_SECONDS": "5",
+            # Its SSH service as the seed publishes it (127.0.0.1:port here), and where the
+            # worker's ~/.ssh/known_hosts is (the compose file's demo-vm-known-hosts volume).
+            "KNOWN_HOSTS": str(known_hosts),
+            "KNOWN_HOSTS_NAME": f"[127.0.0.1]:{self.port}",
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -184,7 +189,10 @@ def test_the_demo_vm_is_frozen_and_thawed_through_skytap(
     assert "BEGIN OPENSSH PRIVATE KEY" not in made.stdout + made.stderr  # never printed
     assert private.stat().st_mode & 0o777 == 0o600
 
-    vm = DemoVm(scratch, public)
+    # The worker's home: the compose file mounts the VMs' published host keys at ~/.ssh there.
+    home = scratch / "airflow-home"
+    monkeypatch.setenv("HOME", str(home))
+    vm = DemoVm(scratch, public, home / ".ssh" / "known_hosts")
     run_id = f"manual__compose_demo_vm__{uuid.uuid4().hex[:8]}"
     guardians: list[str] = []
     try:
@@ -198,6 +206,9 @@ def test_the_demo_vm_is_frozen_and_thawed_through_skytap(
         skytap = json.loads(compose_env["AIRFLOW_CONN_SKYTAP_DEFAULT"])
         ssh = json.loads(compose_env["AIRFLOW_CONN_SKYTAP_VM_SSH"])
         ssh["extra"]["key_file"] = str(private)
+        published = vm.known_hosts.read_text().split()
+        host_pub = (scratch / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        assert published == [f"[127.0.0.1]:{vm.port}", *host_pub]
         with SimulatorProcess(seed=seed_path, data_dir=scratch / "copies") as sim:
             skytap["host"] = sim.url
             monkeypatch.setenv("AIRFLOW_CONN_SKYTAP_DEFAULT", json.dumps(skytap))
@@ -223,6 +234,27 @@ def test_the_demo_vm_is_frozen_and_thawed_through_skytap(
             while vm.heartbeat() == before:
                 assert time.monotonic() < deadline, "the writer did not resume after the thaw"
                 time.sleep(0.2)
+
+            # The connection checks host keys: a host whose key is not the published one (a
+            # man in the middle, or a VM re-created without publishing) and a host with no
+            # published key are refused before anything is sent; nothing freezes.
+            other = scratch / "other_host_key"
+            keygen = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)]
+            assert _run(*keygen).returncode == 0
+            wrong = f"[127.0.0.1]:{vm.port} " + " ".join(
+                other.with_suffix(".pub").read_text().split()[:2]
+            )
+            for known in (wrong + "\n", ""):
+                vm.known_hosts.write_text(known)
+                with pytest.raises(Exception, match=r"(?i)host key|known_hosts|not found"):
+                    quiesce(
+                        "freeze",
+                        f"{run_id}-refused",
+                        max_freeze_seconds=60,
+                        ssh_connect_attempts=1,  # a refused key is final; no 3-5 s retry waits
+                        **targets,
+                    )
+                assert _run("fsfreeze", "-u", str(vm.data)).returncode != 0, "it froze"
 
         # `docker compose stop` sends SIGTERM: the VM thaws, unmounts and exits cleanly.
         assert _run("fsfreeze", "-f", str(vm.data)).returncode == 0
