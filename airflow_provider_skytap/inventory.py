@@ -190,7 +190,7 @@ def build(
     return Inventory(now=now or datetime.now(timezone.utc), rpo=rpo, groups=ordered)
 
 
-def collect(conn_id: str, *, rpo_hours: float | None = None) -> Inventory:
+def collect(conn_id: str, *, rpo_hours: float | str | None = None) -> Inventory:
     """List every environment and template the connection sees and build the inventory.
 
     :param conn_id: the Skytap connection

@@ -55,7 +55,8 @@ def page_url(url: Any) -> str:
         port = parts.port
     except ValueError:
         return ""
-    netloc = f"{host}:{port}" if port else host
+    default = {"http": 80, "https": 443}[parts.scheme]
+    netloc = f"{host}:{port}" if port and port != default else host
     return urlunsplit((parts.scheme, netloc, f"/{match.group(1)}/{match.group(2)}", "", ""))
 
 

@@ -21,7 +21,10 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 MINE = source_tag("nightly", "environment", "1001")
 
 
-def _backup(rid: str, region: str, hours_ago: float, verdict: str | None, **extra: Any) -> dict:
+def backup_template(
+    rid: str, region: str, hours_ago: float, verdict: str | None, **extra: Any
+) -> dict[str, Any]:
+    """A template as this provider tags a backup of environment 1001 (DAG ``nightly``)."""
     tags = [MINE, time_tag(NOW - timedelta(hours=hours_ago))]
     if verdict:
         tags.append(consistency_tag(verdict))
@@ -35,16 +38,15 @@ def _backup(rid: str, region: str, hours_ago: float, verdict: str | None, **extr
     }
 
 
-@pytest.fixture
-def backups(sim: Sim) -> Sim:
-    """Environment 1001's backups: three in US-West, one DR copy in EMEA, and a template
-    that only looks like one (no source tag of ours)."""
+def seed_backups(sim: Sim) -> None:
+    """Environment 1001's backups: four in US-West, one DR copy in EMEA, and a template that
+    only looks like one (no source tag of ours)."""
     templates = [
-        _backup("7001", "US-West", 2, "application-consistent"),
-        _backup("7002", "US-West", 26, "application-consistent"),
-        _backup("7003", "US-West", 1, "inconsistent"),  # newest, but torn
-        _backup("7004", "EMEA", 30, "application-consistent"),
-        _backup("7006", "US-West", 0.5, None),  # its run failed before the thaw looked
+        backup_template("7001", "US-West", 2, "application-consistent"),
+        backup_template("7002", "US-West", 26, "application-consistent"),
+        backup_template("7003", "US-West", 1, "inconsistent"),  # newest, but torn
+        backup_template("7004", "EMEA", 30, "application-consistent"),
+        backup_template("7006", "US-West", 0.5, None),  # its run failed before the thaw looked
         {
             "id": "7005",
             "name": "nightly-environment-1001-fake",
@@ -53,6 +55,11 @@ def backups(sim: Sim) -> Sim:
         },
     ]
     sim.admin.reset(seed_with(templates=templates))
+
+
+@pytest.fixture
+def backups(sim: Sim) -> Sim:
+    seed_backups(sim)
     return sim
 
 

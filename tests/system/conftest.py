@@ -19,7 +19,7 @@ from tests.system.airflow_stack import AIRFLOW, AirflowStack
 ENV = "1001"
 TEST_DAGS = Path(__file__).with_name("dags")
 # The DAGs the shared stack parses: the repository's examples and the tests' own.
-STACK_DAGS = ("skytap_live_clone_backup", "skytap_clone_test")
+STACK_DAGS = ("skytap_live_clone_backup", "skytap_clone_test", "skytap_ui_link")
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,11 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
     for source in sorted([*airflow_cli.DAGS.glob("*.py"), *TEST_DAGS.glob("*.py")]):
         (dags / source.name).symlink_to(source)
     home = tmp_path_factory.mktemp("stack") / "airflow"
-    env = {"PYTHONPATH": str(airflow_cli.REPO)}
+    env = {
+        "PYTHONPATH": str(airflow_cli.REPO),
+        # The connection form's Test button (the browser tests press it); off by default.
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+    }
     with AirflowStack(home, dags, env, dag_ids=STACK_DAGS) as stack:
         yield stack
     assert stack.leftovers() == []  # no component, worker, task or trigger survives

@@ -22,6 +22,8 @@ from airflow_provider_skytap.links import page_url
         ),
         ("http://127.0.0.1:8123/configurations/1001", "http://127.0.0.1:8123/configurations/1001"),
         ("http://[::1]:8123/templates/7", "http://[::1]:8123/templates/7"),
+        # A connection that gives port 443 (for Airflow 3.3.2's Test button) links without it.
+        ("https://cloud.skytap.com:443/templates/8", "https://cloud.skytap.com/templates/8"),
     ],
 )
 def test_the_link_opens_the_resource_page(recorded: str, page: str) -> None:
