@@ -2,16 +2,13 @@
 
 Headless Chromium (Debian's chromium and chromium-driver, selenium) on the session's Airflow
 (``airflow_stack``: api-server, scheduler, dag-processor, triggerers, Celery workers) with the
-simulator behind it. One browser, signed in once, serves every test of this module. Each test
+simulator behind it. One browser, signed in once (the ``ui`` fixture), serves every test. Each test
 keeps a screenshot of what it proves in ``tests/system/browser.ARTEFACTS``; a failed step
 leaves a screenshot and the page's HTML there too (the paths are printed).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -26,23 +23,6 @@ from tests.system.airflow_stack import AirflowStack
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 LINK_DAG = "skytap_ui_link"  # tests/system/dags/skytap_ui_link.py: one LiveCloneOperator
-
-
-@pytest.fixture(scope="module")
-def ui(airflow_stack: AirflowStack) -> Iterator[browser.Browser]:
-    """Chromium signed in to the stack's UI as its admin (the compose file's user)."""
-    reason = browser.unavailable()
-    if reason:
-        pytest.skip(f"the browser tests need Chromium: {reason}")
-    passwords = Path(airflow_stack.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-    password = json.loads(passwords.read_text())[airflow_stack.admin]
-    started = browser.Browser(airflow_stack.base_url)
-    try:
-        with started.step("sign in"):
-            started.sign_in(airflow_stack.admin, password)
-        yield started
-    finally:
-        started.close()
 
 
 def sim_conn(sim: Sim) -> dict[str, Any]:
