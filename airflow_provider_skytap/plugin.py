@@ -53,7 +53,7 @@ def create_app() -> FastAPI:
         from airflow.sdk.exceptions import AirflowException
 
         from airflow_provider_skytap import inventory
-        from airflow_provider_skytap.links import page_url
+        from airflow_provider_skytap.hooks.api import page_url, ui_url
 
         try:
             found = await asyncio.to_thread(inventory.collect, conn_id, rpo_hours=rpo_hours)
@@ -63,9 +63,8 @@ def create_app() -> FastAPI:
             return _page(conn_id, rpo_hours, _error(str(err)), 502)
         hook_url = await asyncio.to_thread(_base_url, conn_id)
 
-        def link(kind: str, rid: str) -> str:
-            collection = "configurations" if kind == "environment" else "templates"
-            return page_url(f"{hook_url}/{collection}/{rid}")
+        def link(kind: Any, rid: str) -> str:
+            return page_url(ui_url(hook_url, kind, rid))
 
         body = inventory.render_html(found, link)
         if found.rpo is not None:

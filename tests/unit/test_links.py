@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_skytap.links import page_url
+from airflow_provider_skytap.hooks.api import page_url
 
 
 @pytest.mark.parametrize(
