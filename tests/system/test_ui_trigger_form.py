@@ -8,16 +8,18 @@ simulator, in the shared headless Chromium (``ui``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
 
-from demo import lab
 from tests.conftest import Sim
 from tests.system import browser
 from tests.system.airflow_stack import AirflowStack
-from tests.system.conftest import ENV, skytap_conn
+from tests.system.conftest import ENV
+
+# The fixture ``airflow`` (used below): the shared stack with skytap_default on the lab's
+# simulator and skytap_vm_ssh on its VMs; no log of the test may hold a secret.
+from tests.system.test_scheduler_backup import airflow  # noqa: F401
 
 DAG_ID = "skytap_live_clone_backup"
 
@@ -34,27 +36,19 @@ pytest.skip(
 )
 
 
-@pytest.fixture
-def airflow(airflow_stack: AirflowStack, lab_sim: Sim, vms: lab.Lab) -> Iterator[AirflowStack]:
-    """The shared stack with skytap_default on the lab's simulator and skytap_vm_ssh on the
-    lab's VMs; after the test no log of it holds a secret."""
-    airflow_stack.set_connection("skytap_default", skytap_conn(lab_sim))
-    airflow_stack.set_connection("skytap_vm_ssh", vms.ssh_connection())
-    yield airflow_stack
-    assert airflow_stack.files_with_secrets() == []
-
-
-def manual_runs(airflow: AirflowStack) -> set[str]:
-    runs = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
+def manual_runs(stack: AirflowStack) -> set[str]:
+    runs = stack.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
     return {r["dag_run_id"] for r in runs["dag_runs"] if r["run_type"] == "manual"}
 
 
+@pytest.mark.usefixtures("airflow")
 def test_a_run_started_from_the_form_with_only_the_environment_goes_green(
-    ui: browser.Browser, airflow: AirflowStack, lab_sim: Sim
+    ui: browser.Browser, airflow_stack: AirflowStack, lab_sim: Sim
 ) -> None:
+    stack = airflow_stack
     from selenium.webdriver.common.by import By
 
-    before = manual_runs(airflow)
+    before = manual_runs(stack)
     with ui.step("fill only the environment"):
         ui.open(f"/dags/{DAG_ID}")
         ui.find(By.XPATH, "//button[normalize-space()='Trigger']").click()
@@ -81,17 +75,16 @@ def test_a_run_started_from_the_form_with_only_the_environment_goes_green(
             ui.shot("trigger-form-blocked")
         assert trigger.is_enabled(), f"Trigger is disabled; flagged: {[b.text for b in flagged]}"
         trigger.click()
-        ui.until(lambda d: manual_runs(airflow) - before, "the run the form started", 30)
-    (run_id,) = manual_runs(airflow) - before
-    state = airflow.wait_for_run(DAG_ID, run_id, timeout=300)
+        ui.until(lambda d: manual_runs(stack) - before, "the run the form started", 30)
+    (run_id,) = manual_runs(stack) - before
+    state = stack.wait_for_run(DAG_ID, run_id, timeout=300)
     with ui.step("the run in the grid"):
         ui.open(f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}")
         ui.shot("trigger-form-run")
         assert state == "success", [
-            (t["task_id"], t["map_index"], t["state"])
-            for t in airflow.task_instances(DAG_ID, run_id)
+            (t["task_id"], t["map_index"], t["state"]) for t in stack.task_instances(DAG_ID, run_id)
         ]
-    made = airflow.xcom(DAG_ID, run_id, "clone")
+    made = stack.xcom(DAG_ID, run_id, "clone")
     with ui.step("open the copy's Skytap link"):
         ui.open(f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/clone/details")
         link = ui.find(By.XPATH, "//a[normalize-space()='Skytap']")
