@@ -40,7 +40,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# sshd, sudo and the freeze tools for tests/quiesce, the example DAGs' tests and the demo: installed with apt when root and missing.
+# sshd, sudo and the freeze tools for tests/quiesce, the example DAGs' tests and the demo, and
+# Chromium with chromium-driver for the browser tests: installed with apt when root and missing.
 system-deps:
 	scripts/system-deps.sh
 

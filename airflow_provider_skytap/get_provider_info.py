@@ -56,14 +56,19 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_skytap.hooks.skytap.SkytapHook",
                 "hook-name": "Skytap",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "extra"],
+                    # Port stays visible: Airflow 3.3.2's Test button sends port 0 for a
+                    # connection without one, and the api-server then refuses the test
+                    # (apache/airflow#73298); with the port given (443) the test runs.
+                    "hidden-fields": ["schema", "extra"],
                     "relabeling": {
                         "host": "API URL",
+                        "port": "Port",
                         "login": "Skytap user name",
                         "password": "API security token",
                     },
                     "placeholders": {
                         "host": "https://cloud.skytap.com",
+                        "port": "443 (optional; the Test button needs it on Airflow 3.3.2)",
                         "login": "the Skytap user whose API token this is",
                         "password": "API security token (My Account > API Security Token)",
                     },

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System programs the quiesce tests, the example DAGs' system tests and `make demo` use: a real OpenSSH sshd (and ssh-keygen), sudo, the
 # util-linux/e2fsprogs tools that freeze loop-mounted ext4 images, and MariaDB's server and client
-# (tests/quiesce/test_mariadb.py starts a private mariadbd; the package's own service is not started). As root on Debian/Ubuntu,
+# (tests/quiesce/test_mariadb.py starts a private mariadbd; the package's own service is not started),
+# and Debian's Chromium with its WebDriver for the browser tests. As root on Debian/Ubuntu,
 # installs whatever is missing with apt (no `apt-get update` when nothing is missing, so a
 # machine that has everything pays nothing). Otherwise it only says what is missing; the tests
 # that need it then skip and print why. Always exits 0: a missing tool is a skip, not an error.
@@ -27,6 +28,9 @@ declare -A provides=(
   [mariadbd]=mariadb-server
   [mariadb-install-db]=mariadb-server
   [mariadb]=mariadb-client
+  # The browser tests (tests/system/test_ui_*.py) drive the api-server in headless Chromium.
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 
 have() { PATH="$PATH:/usr/sbin:/sbin" command -v "$1" >/dev/null 2>&1; }

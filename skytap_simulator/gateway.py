@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import ui
 from .faults import Decision
 from .simulator import Simulator
 
@@ -115,6 +116,10 @@ class Gateway:
             await self.app(scope, receive, send)
             return
         ctx = Ctx(uuid.uuid4().hex, scope["method"], scope["path"], time.time())
+        page = ui.page_request(scope)
+        if page is not None:  # a browser opening a resource's web page (skytap_simulator.ui)
+            await self._send(send, self._page(scope, *page), ctx)
+            return
         clean = strip_json_suffix(scope["path"])
         scope = {**scope, "path": clean, "raw_path": clean.encode()}
         if clean == "/_sim" or clean.startswith("/_sim/"):
@@ -123,6 +128,12 @@ class Gateway:
             return
         # Read the body now: a delayed request is still carried out if the client gave up.
         await self._api(scope, _replay(await _read_body(receive)), send, ctx)
+
+    def _page(self, scope: Scope, kind: str, rid: str) -> Reply:
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        base = f"{scope.get('scheme', 'http')}://{host}" if host else ""
+        status, text = ui.render_page(self.sim.state, kind, rid, base)
+        return Reply(status, text.encode(), [(b"content-type", b"text/html; charset=utf-8")])
 
     async def _api(self, scope: Scope, receive: Receive, send: Send, ctx: Ctx) -> None:
         ctx.entry = {

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from airflow.sdk.exceptions import AirflowException
 
@@ -552,6 +553,36 @@ def _ago(elapsed: float) -> str:
 def ui_url(base_url: str, kind: Kind, resource_id: Any) -> str:
     """The Skytap web UI page of an environment or template (same host as the API)."""
     return f"{base_url.rstrip('/')}/{_COLLECTION[check_kind(kind)]}/{check_id(resource_id, 'id')}"
+
+
+# A resource's page in Skytap's web UI is its API reference URI (help.skytap.com, API v1
+# reference), without ``/v2`` or ``.json``; Skytap users link it to open the resource.
+_PAGE = re.compile(r"^(?:/v2)?/(configurations|templates)/([0-9]{1,20})(?:\.json)?/?$")
+
+
+def page_url(url: Any) -> str:
+    """The web page of the resource ``url`` names, or "" when it names none.
+
+    Only ``http(s)://host[:port]/configurations/ID`` or ``/templates/ID`` comes out: a user
+    or token in the address, a query, a fragment or any other path is dropped, so a link made
+    from it can never carry a secret or point anywhere but a resource page.
+
+    :param url: an address of the resource (its API address or its page)
+    """
+    if not isinstance(url, str):
+        return ""
+    parts = urlsplit(url.strip())
+    match = _PAGE.match(parts.path)
+    if parts.scheme not in ("http", "https") or not parts.hostname or match is None:
+        return ""
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    default = {"http": 80, "https": 443}[parts.scheme]
+    netloc = f"{host}:{port}" if port and port != default else host
+    return urlunsplit((parts.scheme, netloc, f"/{match.group(1)}/{match.group(2)}", "", ""))
 
 
 # --------------------------------------------------------------------------- VM addresses

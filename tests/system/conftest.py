@@ -4,6 +4,7 @@ distributed Airflow every scheduler test shares (``airflow_stack``)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +14,13 @@ import pytest
 from demo import airflow_cli, lab
 from skytap_simulator.seed import default_seed
 from tests.conftest import Sim
-from tests.system import stack_services
+from tests.system import browser, stack_services
 from tests.system.airflow_stack import AIRFLOW, AirflowStack
 
 ENV = "1001"
 TEST_DAGS = Path(__file__).with_name("dags")
 # The DAGs the shared stack parses: the repository's examples and the tests' own.
-STACK_DAGS = ("skytap_live_clone_backup", "skytap_clone_test")
+STACK_DAGS = ("skytap_live_clone_backup", "skytap_clone_test", "skytap_ui_link")
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +44,32 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
     for source in sorted([*airflow_cli.DAGS.glob("*.py"), *TEST_DAGS.glob("*.py")]):
         (dags / source.name).symlink_to(source)
     home = tmp_path_factory.mktemp("stack") / "airflow"
-    env = {"PYTHONPATH": str(airflow_cli.REPO)}
+    env = {
+        "PYTHONPATH": str(airflow_cli.REPO),
+        # The connection form's Test button (the browser tests press it); off by default.
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+    }
     with AirflowStack(home, dags, env, dag_ids=STACK_DAGS) as stack:
         yield stack
     assert stack.leftovers() == []  # no component, worker, task or trigger survives
+
+
+@pytest.fixture(scope="session")
+def ui(airflow_stack: AirflowStack) -> Iterator[browser.Browser]:
+    """Headless Chromium signed in to the session's Airflow UI as its admin (the browser
+    tests share it and the stack's one api-server); skips, saying why, without Chromium."""
+    reason = browser.unavailable()
+    if reason:
+        pytest.skip(f"the browser tests need Chromium: {reason}")
+    passwords = Path(airflow_stack.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    password = json.loads(passwords.read_text())[airflow_stack.admin]
+    started = browser.Browser(airflow_stack.base_url)
+    try:
+        with started.step("sign in"):
+            started.sign_in(airflow_stack.admin, password)
+        yield started
+    finally:
+        started.close()
 
 
 @pytest.fixture(scope="session")
