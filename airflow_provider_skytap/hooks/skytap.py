@@ -36,6 +36,7 @@ from airflow_provider_skytap.hooks.api import (
     SkytapAuthError,
     SkytapBusyError,
     SkytapError,
+    SkytapIsolationError,
     SkytapNotFoundError,
     SkytapResourceFailedError,
     SkytapResponseError,
@@ -44,6 +45,7 @@ from airflow_provider_skytap.hooks.api import (
     Sleep,
     SshEndpoint,
     TransportError,
+    isolation_problems,
     parse_regions,
     ssh_endpoints,
     ui_url,
@@ -64,6 +66,7 @@ __all__ = [
     "SkytapBusyError",
     "SkytapError",
     "SkytapHook",
+    "SkytapIsolationError",
     "SkytapNotFoundError",
     "SkytapResourceFailedError",
     "SkytapResponseError",
@@ -582,6 +585,88 @@ class SkytapHook(_SkytapHookBase):
             log_every=log_every,
         )
         return self.run(plan)
+
+    # ---- restores
+
+    def create_environment(self, template_id: Any, *, name: str | None = None) -> dict[str, Any]:
+        """Make an environment from a template, in the template's region; answers it, still
+        busy (follow with :meth:`wait_until_ready`). A retry finds it by ``name``."""
+        return self.run(self.api.create_environment(template_id, name=name))
+
+    def isolate_environment(
+        self, environment_id: Any, *, outbound_traffic: bool = False, routable: bool = False
+    ) -> dict[str, Any]:
+        """Set ``outbound_traffic`` and ``routable``, then read the environment back and check
+        its own fields (and that no network has a VPN attachment or tunnel).
+
+        :param environment_id: the environment
+        :param outbound_traffic: may its VMs reach the internet (default False)
+        :param routable: may its networks route to each other (default False)
+        :raises SkytapIsolationError: naming every field that is not as asked
+        """
+        self.run(
+            self.api.set_network_flags(
+                environment_id, outbound_traffic=outbound_traffic, routable=routable
+            )
+        )
+        env = self.get_environment(environment_id)
+        problems = isolation_problems(env, outbound_traffic=outbound_traffic, routable=routable)
+        if problems:
+            raise SkytapIsolationError(
+                f"environment {environment_id} is not isolated as asked: " + "; ".join(problems)
+            )
+        self.log.info(
+            "Environment %s: outbound_traffic %s, routable %s, no VPN attachment or tunnel "
+            "(read back)",
+            environment_id,
+            env.get("outbound_traffic"),
+            env.get("routable"),
+        )
+        return env
+
+    def start_environment(
+        self,
+        environment_id: Any,
+        *,
+        timeout: float = 1800,
+        log_every: float = 10.0,
+        poll_interval: float = 2.0,
+    ) -> dict[str, Any]:
+        """Ask for ``running`` and wait until the environment and every VM run; logs the
+        runstates and the time spent every ``log_every`` seconds. Answers the environment.
+
+        :param environment_id: the environment
+        :param timeout: seconds before :class:`SkytapWaitTimeoutError`
+        :param log_every: seconds between progress lines
+        :param poll_interval: the first pause between polls (growing to 10 s at most)
+        """
+        current = self.get_environment(environment_id)
+        if current.get("runstate") != "running":
+            self.run(self.api.set_runstate(environment_id, "running"))
+        return self.run(
+            self.api.wait_until_running(
+                environment_id,
+                timeout=timeout,
+                log_every=log_every,
+                poll_interval=poll_interval,
+                max_poll_interval=max(poll_interval, min(10.0, log_every)),
+            )
+        )
+
+    def publish_service(
+        self, environment_id: Any, vm_id: Any, interface_id: Any, internal_port: int = 22
+    ) -> dict[str, Any]:
+        """Publish a VM interface's port (SSH by default); answers ``id``, ``external_ip``,
+        ``external_port``. A service already publishing that port is reused."""
+        return self.run(
+            self.api.publish_service(environment_id, vm_id, interface_id, internal_port)
+        )
+
+    def unpublish_service(
+        self, environment_id: Any, vm_id: Any, interface_id: Any, service_id: Any
+    ) -> bool:
+        """Remove a published service; False when it was already gone."""
+        return self.run(self.api.unpublish_service(environment_id, vm_id, interface_id, service_id))
 
     def test_connection(self) -> tuple[bool, str]:
         """For the UI's Test button: one cheap authenticated read, 10 s at most."""
