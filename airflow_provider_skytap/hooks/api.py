@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
 
 from airflow.sdk.exceptions import AirflowException
@@ -1228,7 +1229,7 @@ class SkytapApi:
     # ---- restores: an environment from a template, isolated, started, reachable
 
     def create_environment(
-        self, template_id: Any, *, name: str | None = None
+        self, template_id: Any, *, name: str | None = None, description: str | None = None
     ) -> Plan[dict[str, Any]]:
         """Make an environment from a template (in the template's region); answers it, busy.
 
@@ -1238,6 +1239,8 @@ class SkytapApi:
         tid = check_id(template_id, "template_id")
         name = check_name(name) if name is not None else default_copy_name("template", tid)
         body: dict[str, Any] = {"template_id": tid, "name": name}
+        if description is not None:
+            body["description"] = check_description(description)
         action = f"create environment from template {tid}"
         result = yield from self._create("environment", body, action, None)
         return result
@@ -1351,6 +1354,29 @@ class SkytapApi:
 
 
 # --------------------------------------------------------------------------- restore rules
+
+_REQUESTED = re.compile(r"requested at ([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z)")
+
+
+def restore_description(template_id: str, requested_at: float) -> str:
+    """The description of a restored environment: which template, and when it was asked for
+    (so a retry that adopts the environment keeps the original request time)."""
+    when = datetime.fromtimestamp(requested_at, tz=timezone.utc)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return f"airflow-skytap restore of template {template_id}, requested at {stamp}"
+
+
+def restore_requested_at(environment: Mapping[str, Any]) -> float | None:
+    """When the restore of ``environment`` was asked for (from its description), or None."""
+    found = _REQUESTED.search(str(environment.get("description") or ""))
+    if not found:
+        return None
+    try:
+        stamp = datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=timezone.utc).timestamp()
+
 
 
 def isolation_problems(

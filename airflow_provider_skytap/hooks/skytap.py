@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -47,6 +47,8 @@ from airflow_provider_skytap.hooks.api import (
     TransportError,
     isolation_problems,
     parse_regions,
+    restore_description,
+    restore_requested_at,
     ssh_endpoints,
     ui_url,
 )
@@ -588,10 +590,81 @@ class SkytapHook(_SkytapHookBase):
 
     # ---- restores
 
-    def create_environment(self, template_id: Any, *, name: str | None = None) -> dict[str, Any]:
+    def create_environment(
+        self, template_id: Any, *, name: str | None = None, description: str | None = None
+    ) -> dict[str, Any]:
         """Make an environment from a template, in the template's region; answers it, still
         busy (follow with :meth:`wait_until_ready`). A retry finds it by ``name``."""
-        return self.run(self.api.create_environment(template_id, name=name))
+        return self.run(
+            self.api.create_environment(template_id, name=name, description=description)
+        )
+
+    def restore_environment(
+        self,
+        template_id: Any,
+        *,
+        name: str,
+        region: str | None = None,
+        outbound_traffic: bool = False,
+        routable: bool = False,
+        timeout: float = 3600,
+        poll_interval: float = 5.0,
+        log_every: float = 60.0,
+        on_created: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Make an isolated environment from a template, in the template's region.
+
+        An environment already called ``name`` in that region (an earlier try's) is used
+        instead of making a second. Waits until it is made, then isolates it and checks the
+        isolation read back; an environment that cannot be isolated is deleted before the
+        error is raised. The answer carries ``requested_at`` (epoch seconds of the first
+        request, kept in its description across retries).
+
+        :param template_id: the template (the backup) to restore
+        :param name: the environment's name, the key a retry finds it by
+        :param region: the region the template must be in (None: any)
+        :param outbound_traffic: may its VMs reach the internet (default False)
+        :param routable: may its networks route to each other (default False)
+        :param timeout: seconds to wait for the environment to be made
+        :param poll_interval: the first pause between polls
+        :param log_every: seconds between progress lines
+        :param on_created: called with the environment as soon as it exists (links, XComs)
+        """
+        template = self.get_template(template_id)
+        tid, where = str(template["id"]), template.get("region")
+        if region is not None and where != region:
+            raise ValueError(
+                f"region {region!r}: template {tid} ({template.get('name')!r}) is in {where!r}"
+            )
+        env = self.find("environment", name, region=where)
+        if env is None:
+            requested = time.time()
+            env = self.create_environment(
+                tid, name=name, description=restore_description(tid, requested)
+            )
+        else:
+            requested = restore_requested_at(env) or time.time()
+            self.log.info("Environment %s (%r) exists already: using it", env["id"], name)
+        if on_created is not None:
+            on_created(env)
+        eid = str(env["id"])
+        try:
+            self.wait_until_ready(
+                "environment",
+                eid,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                max_poll_interval=max(poll_interval, min(60.0, log_every)),
+                log_every=log_every,
+            )
+            isolated = self.isolate_environment(
+                eid, outbound_traffic=outbound_traffic, routable=routable
+            )
+        except SkytapIsolationError:
+            self.log.error("Environment %s is not isolated: deleting it", eid)
+            self.delete("environment", eid)
+            raise
+        return {**isolated, "requested_at": requested, "template_id": tid}
 
     def isolate_environment(
         self, environment_id: Any, *, outbound_traffic: bool = False, routable: bool = False
