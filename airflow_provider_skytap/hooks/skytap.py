@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -734,6 +734,71 @@ class SkytapHook(_SkytapHookBase):
         return self.run(
             self.api.publish_service(environment_id, vm_id, interface_id, internal_port)
         )
+
+    def publish_ssh(
+        self, environment_id: Any, *, vm_names: Iterable[str] | None = None, ssh_port: int = 22
+    ) -> list[dict[str, Any]]:
+        """Publish ``ssh_port`` on each VM's first interface (or only ``vm_names``'); answers
+        ``[{"vm_id", "vm_name", "interface_id", "service_id", "host", "port"}]``."""
+        env = self.get_environment(environment_id)
+        wanted = None if vm_names is None else {str(n) for n in vm_names}
+        published = []
+        for vm in env.get("vms") or []:
+            if wanted is not None and str(vm.get("name")) not in wanted:
+                continue
+            interfaces = vm.get("interfaces") or []
+            if not interfaces:
+                raise SkytapError(
+                    f"VM {vm.get('id')} ({vm.get('name')!r}) of environment {environment_id} "
+                    "has no network interface to publish SSH on"
+                )
+            nic = str(interfaces[0].get("id"))
+            svc = self.publish_service(environment_id, vm["id"], nic, ssh_port)
+            self.log.info(
+                "VM %s (%r): port %s published as %s:%s",
+                vm["id"],
+                vm.get("name"),
+                ssh_port,
+                svc["external_ip"],
+                svc["external_port"],
+            )
+            published.append(
+                {
+                    "vm_id": str(vm["id"]),
+                    "vm_name": str(vm.get("name")),
+                    "interface_id": nic,
+                    "service_id": svc["id"],
+                    "host": svc["external_ip"],
+                    "port": svc["external_port"],
+                }
+            )
+        return published
+
+    def delete_restored(
+        self,
+        environment_id: Any = None,
+        *,
+        name: str | None = None,
+        published: Iterable[Mapping[str, Any]] = (),
+        timeout: float = 600,
+    ) -> str | None:
+        """Remove what a restore made: its published services, then the environment (by id,
+        else found by ``name``), waiting until Skytap answers 404. Idempotent: answers the id
+        deleted, or None when there was nothing to delete."""
+        eid = None if environment_id in (None, "", "None") else str(environment_id)
+        if eid is None and name:
+            found = self.find("environment", name)
+            eid = str(found["id"]) if found else None
+        if eid is None:
+            self.log.info("No restored environment to delete (none was made, or it is gone)")
+            return None
+        for svc in published:
+            self.unpublish_service(eid, svc["vm_id"], svc["interface_id"], svc["service_id"])
+        existed = self.delete("environment", eid, timeout=timeout)
+        self.log.info(
+            "Environment %s %s", eid, "deleted" if existed else "was already gone (nothing to do)"
+        )
+        return eid
 
     def unpublish_service(
         self, environment_id: Any, vm_id: Any, interface_id: Any, service_id: Any
