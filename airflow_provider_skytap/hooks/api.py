@@ -1378,7 +1378,6 @@ def restore_requested_at(environment: Mapping[str, Any]) -> float | None:
     return stamp.replace(tzinfo=timezone.utc).timestamp()
 
 
-
 def isolation_problems(
     environment: Mapping[str, Any], *, outbound_traffic: bool = False, routable: bool = False
 ) -> list[str]:
