@@ -297,7 +297,14 @@ class CheckRestoredVMsOperator(BaseOperator):
     :param step_timeout: seconds each VM's checks may take
     """
 
-    template_fields: Sequence[str] = ("endpoints", "mounts", "app_check", "requested_at")
+    template_fields: Sequence[str] = (
+        "endpoints",
+        "mounts",
+        "app_check",
+        "requested_at",
+        "boot_timeout",
+        "step_timeout",
+    )
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -351,6 +358,7 @@ class CheckRestoredVMsOperator(BaseOperator):
         result = report.to_xcom()
         if requested is not None:
             result["recovery_seconds"] = round(report.finished_at - requested, 3)
+        context["ti"].xcom_push(key="report", value=result)  # kept when the task fails
         if not report.ok:
             raise AirflowFailException(
                 "the restored VMs failed their checks: " + " | ".join(report.problems())
