@@ -10,7 +10,9 @@ import pytest
 from airflow_provider_skytap.hooks.api import (
     SkytapIsolationError,
     SkytapResourceFailedError,
+    SkytapResponseError,
     SkytapWaitTimeoutError,
+    check_service,
     isolation_problems,
 )
 from airflow_provider_skytap.hooks.skytap import SkytapHook
@@ -150,3 +152,18 @@ def test_isolation_is_read_from_the_environments_own_fields(
     assert len(problems) == len(expected)
     for problem, part in zip(problems, expected, strict=True):
         assert part in problem
+
+
+@pytest.mark.parametrize(
+    ("answer", "field"),
+    [
+        ({"id": "1", "external_ip": "host.example", "external_port": 22}, "external_ip"),
+        ({"id": "1", "external_ip": "10.1.1.1", "external_port": 0}, "external_port"),
+        ({"id": "1", "external_ip": "10.1.1.1", "external_port": "22; x"}, "external_port"),
+        ({"id": "x", "external_ip": "10.1.1.1", "external_port": 22}, "id"),
+        (["not", "an", "object"], "the service"),
+    ],
+)
+def test_a_published_service_of_the_wrong_shape_is_refused(answer: Any, field: str) -> None:
+    with pytest.raises(SkytapResponseError, match=field):
+        check_service(answer, "publish port 22")
