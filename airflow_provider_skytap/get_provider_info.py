@@ -27,6 +27,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_skytap.operators.clone",
                     "airflow_provider_skytap.operators.quiesce",
+                    "airflow_provider_skytap.operators.restore",
                     "airflow_provider_skytap.operators.retention",
                 ],
             }

@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -116,6 +118,57 @@ mount -o loop "$1" {mount}
 [ -z "$6" ] || mount --bind /dev/null "$6"
 exec {sshd} -D -e -f "$5"
 """
+
+
+# A restored VM's "boot": its own /srv, its (copied) disk at MOUNT, then sshd. No application
+# writes: the drill checks the disk as it was restored. A disk that does not mount leaves the
+# VM up without it (as a VM whose data disk is damaged boots from its system disk), so the
+# drill's check reports the mount, not an unreachable VM.
+RESTORE_BOOT = """set -e
+mount -t tmpfs -o size=1m,mode=755 skytap-lab /srv
+mkdir -p {mount}
+mount -o loop "$1" {mount} || echo "the data disk $1 did not mount" >&2
+[ -z "$3" ] || mount --bind /dev/null "$3"
+exec {sshd} -D -e -f "$2"
+"""
+
+# The application's own check in a restored VM: every record whole and in sequence, and the
+# commit point at the last record (or the one before). Prints "verified N records".
+CHECK_RECORDS = (
+    """
+import os, sys, zlib
+d = sys.argv[1]
+try:
+    data = open(os.path.join(d, "RECORDS"), "rb").read()
+    committed = int(open(os.path.join(d, "COMMITTED"), "rb").read().strip() or b"-1")
+except (OSError, ValueError) as exc:
+    sys.exit("records unreadable: %s" % exc)
+good = torn = gaps = 0
+expected = 0
+for start in range(0, len(data) - len(data) % SIZE, SIZE):
+    rec = data[start:start + SIZE]
+    body, crc = rec[:BODY], rec[BODY + 1:BODY + 9]
+    try:
+        ok = rec[-1:] == b"\\n" and int(crc, 16) == zlib.crc32(body)
+        seq = int(body[:12])
+    except ValueError:
+        ok = False
+    if not ok:
+        torn += 1
+        continue
+    good += 1
+    gaps += max(0, seq - expected)
+    expected = seq + 1
+torn += 1 if len(data) % SIZE else 0
+if torn or gaps or good - 1 - committed not in (0, 1):
+    sys.exit("NOT consistent: %d records, %d torn, %d missing, commit point %d"
+             % (good, torn, gaps, committed))
+print("verified %d records" % good)
+""".replace("SIZE", str(RECORD_SIZE))
+    .replace("BODY", str(_BODY))
+    .replace("RECORDS", RECORDS)
+    .replace("COMMITTED", COMMITTED)
+)
 
 
 class LabUnavailable(RuntimeError):
@@ -239,6 +292,7 @@ class Lab:
     vms: list[LabVM] = field(default_factory=list)
     host_key: str = ""
     client_key: Path = Path()
+    restored: list[LabVM] = field(default_factory=list)
 
     def __enter__(self) -> Lab:
         reason = unavailable(self.rootless)
@@ -440,11 +494,70 @@ class Lab:
             if vm.proc is not None and vm.proc.poll() is None:
                 vm.in_vm("fsfreeze", "-u", MOUNT)
 
+    # ---------------------------------------------------------------- restored VMs
+
+    def app_check(self) -> str:
+        """The application's check command in a VM (the restore drill's ``app_check``)."""
+        script = self.root / "check_records.py"
+        if not script.exists():
+            script.write_text(CHECK_RECORDS)
+            script.chmod(0o644)
+        return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {MOUNT}"
+
+    def boot_restored(self, name: str, image: Path | str) -> LabVM:
+        """Boot a VM of a restored environment on its own (copied) disk image: an sshd in a
+        mount namespace of its own with the image at :data:`MOUNT`, reachable with the lab's
+        SSH connection. Root kind only."""
+        if self.rootless:
+            raise LabUnavailable("restored VMs need the root kind of lab (mount namespaces)")
+        vm = LabVM(f"restored-{name}-{len(self.restored)}", Path(image), free_port())
+        config = self._sshd_config(vm, self.root / "keys")
+        boot = RESTORE_BOOT.format(mount=MOUNT, sshd=SSHD)
+        log_path = self.root / f"{vm.name}.log"
+        with log_path.open("wb") as log:
+            vm.proc = subprocess.Popen(
+                [
+                    *("unshare", "-m", "--propagation", "private", "sh", "-c", boot, "boot"),
+                    *(str(vm.image), str(config), self._bashrc()),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.restored.append(vm)
+        deadline = time.monotonic() + 15
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", vm.port), 1):
+                return vm
+            if vm.proc.poll() is not None or time.monotonic() > deadline:
+                raise LabUnavailable(
+                    f"restored VM {vm.name} did not boot: {log_path.read_text()[-2000:]}"
+                )
+            time.sleep(0.05)
+
+    def shut_down(self, vm: LabVM) -> None:
+        """Stop one restored VM: its sshd, namespace, mount and loop device go with it."""
+        if vm.proc is not None and vm.proc.poll() is None:
+            for pid in vm.namespace_pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            vm.proc.terminate()
+            try:
+                vm.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                vm.proc.kill()
+                vm.proc.wait(timeout=10)
+        _detach(vm.image)
+        if vm in self.restored:
+            self.restored.remove(vm)
+
     # ---------------------------------------------------------------- stop
 
     def stop(self) -> None:
         """Thaw, stop writers and sshds (the namespaces, their mounts and loop devices go
         with them), remove the images."""
+        for vm in list(self.restored):
+            self.shut_down(vm)
         self.thaw_all()
         for vm in self.vms:
             pid = vm.writer_pid()
@@ -466,15 +579,95 @@ class Lab:
         for vm in self.vms:
             if vm.directory is not None:
                 continue
-            for _ in range(50):
-                attached = _run("losetup", "-j", str(vm.image), check=False).stdout.strip()
-                if not attached:
-                    break
-                time.sleep(0.1)
-            else:
-                for line in attached.splitlines():
-                    _run("losetup", "-d", line.split(":", 1)[0], check=False)
+            _detach(vm.image)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _detach(image: Path) -> None:
+    """Wait for the loop device of ``image`` to go (it does with its mount); detach it if not."""
+    for _ in range(50):
+        attached = _run("losetup", "-j", str(image), check=False).stdout.strip()
+        if not attached:
+            return
+        time.sleep(0.1)
+    for line in attached.splitlines():
+        _run("losetup", "-d", line.split(":", 1)[0], check=False)
+
+
+class Hypervisor:
+    """Runs the restored environments of a simulator on the lab, as Skytap runs VMs.
+
+    While it runs, the simulator's ``hypervisor`` setting holds an environment made from a
+    template in ``busy`` after it is asked to run, until this boots each of its VMs
+    (:meth:`Lab.boot_restored` on the VM's own copied disk image) and reports their SSH ports
+    (``POST /_sim/configurations/{id}/booted``): a service published for port 22 then answers
+    that port. An environment that is deleted, or stops, has its VMs shut down.
+
+    :param lab: the lab whose keys the VMs take (the root kind)
+    :param admin: the simulator's admin client
+    :param poll: seconds between looks at the simulator's state
+    """
+
+    def __init__(self, lab: Lab, admin: Any, poll: float = 0.1) -> None:
+        self.lab = lab
+        self.admin = admin
+        self.poll = poll
+        self.booted: dict[str, list[LabVM]] = {}
+        self.errors: list[str] = []
+        self.failed: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Hypervisor:
+        self.admin.config(hypervisor=True)
+        self._thread = threading.Thread(target=self._run, name="lab-hypervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for env_id in list(self.booted):
+            self._shut(env_id)
+        with contextlib.suppress(Exception):
+            self.admin.config(hypervisor=False)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                self.step(self.admin.state())
+            except Exception as exc:  # keep running: the next look may succeed
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def step(self, state: dict[str, Any]) -> None:
+        """Boot what is asked to run, shut down what is gone or stopped."""
+        for env in state["environments"]:
+            eid = env["id"]
+            if env.get("from_template") is None:
+                continue
+            gone = env["deleted"] or env.get("delete_until") is not None
+            starting = env.get("transition_to") == "running"
+            if eid in self.booted and (gone or (env["runstate"] != "running" and not starting)):
+                self._shut(eid)
+            elif eid not in self.booted and eid not in self.failed and starting and not gone:
+                self.booted[eid] = []
+                try:
+                    for vm in env["vms"]:
+                        self.booted[eid].append(
+                            self.lab.boot_restored(vm["name"], vm["disk_image"])
+                        )
+                except LabUnavailable as exc:
+                    self.failed.add(eid)  # it stays busy: the drill's start times out
+                    self.errors.append(f"environment {eid}: {exc}")
+                    self._shut(eid)
+                    continue
+                ports = {v["id"]: m.port for v, m in zip(env["vms"], self.booted[eid], strict=True)}
+                self.admin.booted(eid, ports)
+
+    def _shut(self, env_id: str) -> None:
+        for vm in self.booted.pop(env_id, []):
+            self.lab.shut_down(vm)
 
 
 # ---------------------------------------------------------------- reading a copied disk

@@ -78,6 +78,23 @@ def admin_router(sim: Simulator) -> APIRouter:
         found = sim.state.suspended_by_copy()
         return {"count": len(found), "vms": found}
 
+    @router.get("/restored")
+    async def restored() -> Any:
+        found = sim.state.restored()
+        left = [e for e in found if not e["deleted"] and not e["deleting"]]
+        return {"made": len(found), "left": len(left), "environments": found}
+
+    @router.post("/configurations/{env_id}/booted")
+    async def booted(env_id: str, request: Request) -> Any:
+        body = await _body(request) or {}
+        vms = body.get("vms") if isinstance(body, dict) else None
+        if not isinstance(vms, dict) or not all(
+            isinstance(p, int) and not isinstance(p, bool) for p in vms.values()
+        ):
+            return _invalid(ValueError('body must be {"vms": {"<vm id>": <ssh port>, ...}}'))
+        sim.state.booted(env_id, {str(k): v for k, v in vms.items()})
+        return {"ok": True}
+
     @router.get("/requests")
     async def requests() -> Any:
         return sim.requests.entries()

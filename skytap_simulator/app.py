@@ -138,7 +138,25 @@ class ApiRoutes:
             for kind in (CONFIGURATION, TEMPLATE):
                 self._add_resource_routes(router, prefix, kind)
             router.add_api_route(f"{prefix}/company/quotas", self._quotas, methods=["GET"])
+            services = f"{prefix}/configurations/{{rid}}/vms/{{vm_id}}/interfaces/{{iface_id}}"
+            services += "/services"
+            router.add_api_route(services, self._list_services, methods=["GET"])
+            router.add_api_route(services, self._publish, methods=["POST"])
+            router.add_api_route(services + "/{svc_id}", self._unpublish, methods=["DELETE"])
         return router
+
+    async def _list_services(self, request: Request, rid: str, vm_id: str, iface_id: str) -> Any:
+        return [s.model_dump() for s in self.state.services(rid, vm_id, iface_id)]
+
+    async def _publish(self, request: Request, rid: str, vm_id: str, iface_id: str) -> Any:
+        body = await json_object(request)
+        return self.state.publish(rid, vm_id, iface_id, body).model_dump()
+
+    async def _unpublish(
+        self, request: Request, rid: str, vm_id: str, iface_id: str, svc_id: str
+    ) -> Any:
+        self.state.unpublish(rid, vm_id, iface_id, svc_id)
+        return {}
 
     def _add_resource_routes(self, router: APIRouter, prefix: str, kind: Kind) -> None:
         base = f"{prefix}/{kind}s"

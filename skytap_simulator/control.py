@@ -88,6 +88,21 @@ class SimulatorAdmin:
         """How many VMs copies suspended (0 when every copy was a live clone)."""
         return len(self.suspended())
 
+    def restored(self) -> list[dict[str, Any]]:
+        """Every environment made from a template (deleted ones too): id, template_id,
+        runstate, deleted, deleting."""
+        result: dict[str, Any] = self._call("GET", "restored")
+        envs: list[dict[str, Any]] = result["environments"]
+        return envs
+
+    def restored_left(self) -> list[dict[str, Any]]:
+        """Environments made from a template that are still there and not being deleted."""
+        return [e for e in self.restored() if not e["deleted"] and not e["deleting"]]
+
+    def booted(self, environment_id: str, ports: dict[str, int]) -> None:
+        """Tell the simulator a hypervisor booted these VMs (VM id -> its SSH port)."""
+        self._call("POST", f"configurations/{environment_id}/booted", {"vms": ports})
+
     def requests(self) -> list[dict[str, Any]]:
         """The API request log."""
         result: list[dict[str, Any]] = self._call("GET", "requests")

@@ -57,6 +57,10 @@ class Config(BaseModel):
     #: False: a copy ignores the requested name and is called "<source> - Copy", which
     #: Skytap's Go SDK (rename after create) suggests some calls do.
     copy_names: bool = True
+    #: Simulator only: an environment made from a template reaches ``running`` only once a
+    #: hypervisor (``demo.lab.Hypervisor``) has booted its VMs and said so
+    #: (``POST /_sim/configurations/{id}/booted``); until then it stays ``busy``.
+    hypervisor: bool = False
 
 
 class Service(BaseModel):
@@ -104,16 +108,22 @@ class VM(BaseModel):
     hardware: Hardware = Field(default_factory=Hardware)
     interfaces: list[Interface] = Field(default_factory=list)
     disk_image: str | None = None
+    #: simulator-internal: the port a hypervisor booted this VM's SSH server on (see
+    #: ``Config.hypervisor``); a service published for port 22 answers it
+    booted_ssh_port: int | None = None
 
 
 class Network(BaseModel):
-    """An environment network."""
+    """An environment network; ``vpn_attachments`` and ``tunnels`` as Skytap's Go SDK reads
+    them (VPN / private network connections, and inter-environment routes, ICNR)."""
 
     id: str = ""
     name: str = "Default Network"
     network_type: str = "automatic"
     subnet: str = "10.0.0.0/24"
     domain: str = "skytap.example"
+    vpn_attachments: list[dict[str, Any]] = Field(default_factory=list)
+    tunnels: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Tag(BaseModel):
@@ -133,6 +143,12 @@ class Resource(BaseModel):
     region: str = "US-West"
     owner: str = "demo"
     runstate: str = "stopped"
+    #: environments: may its VMs reach the internet, and may its networks route to each
+    #: other (Skytap's ``outbound_traffic`` and ``routable``, set with ``PUT /v2/...``)
+    outbound_traffic: bool = True
+    routable: bool = False
+    #: an environment made from a template: that template's id (what ``/_sim/restored`` counts)
+    from_template: str | None = None
     vms: list[VM] = Field(default_factory=list)
     networks: list[Network] = Field(default_factory=list)
     tags: list[Tag] = Field(default_factory=list)

@@ -31,12 +31,15 @@ from .models import (
     Job,
     Kind,
     Resource,
+    Service,
     StateDoc,
     Suspension,
     Tag,
 )
 
 LABELS: dict[str, str] = {CONFIGURATION: "Configuration", TEMPLATE: "Template"}
+#: The environment fields ``PUT /v2/configurations/{id}`` changes besides name and runstate.
+NETWORK_FLAGS = ("outbound_traffic", "routable")
 
 
 class SimError(Exception):
@@ -209,7 +212,11 @@ class SimState:
                 self._finish_job(job, now)
                 changed = True
         for res in self._all_resources():
-            if res.transition_until is not None and now >= res.transition_until:
+            if (
+                res.transition_until is not None
+                and now >= res.transition_until
+                and not self._waits_for_boot(res)
+            ):
                 self._land_transition(res)
                 changed = True
             if res.delete_until is not None and not res.deleted and now >= res.delete_until:
@@ -230,6 +237,15 @@ class SimState:
         if source is not None and not source.deleted:
             # VMs a non-live copy suspended stay suspended (Skytap resumes nothing).
             source.lockversion += 1
+
+    def _waits_for_boot(self, res: Resource) -> bool:
+        """With a hypervisor, an environment made from a template runs once its VMs booted."""
+        return (
+            self._doc.config.hypervisor
+            and res.from_template is not None
+            and res.transition_to == "running"
+            and any(vm.booted_ssh_port is None for vm in res.vms)
+        )
 
     @staticmethod
     def _land_transition(res: Resource) -> None:
@@ -349,6 +365,9 @@ class SimState:
         runstate = body.get("runstate")
         if kind == CONFIGURATION and runstate is not None and runstate not in ENV_RUNSTATES:
             errors.append(f"runstate '{runstate}' is not one of {', '.join(ENV_RUNSTATES)}")
+        for flag in NETWORK_FLAGS:
+            if flag in body and not isinstance(body[flag], bool):
+                errors.append(f"{flag} must be true or false")
         if errors:
             raise Invalid(errors)
         with self._txn() as now:
@@ -358,6 +377,10 @@ class SimState:
                 res.name = body["name"]
             if body.get("description") is not None:
                 res.description = body["description"]
+            if kind == CONFIGURATION:
+                for flag in NETWORK_FLAGS:
+                    if flag in body:
+                        setattr(res, flag, body[flag])
             if kind == CONFIGURATION and runstate and runstate != res.runstate:
                 res.transition_to = runstate
                 res.transition_until = now + self._scaled(self._doc.config.transition_seconds)
@@ -440,6 +463,8 @@ class SimState:
             region = body.get("target_region") or source.region
             target = self._clone(source, target_kind, vms, name, region, owner, now)
             target.description = body.get("description") or source.description
+            if target_kind == CONFIGURATION and source.kind == TEMPLATE:
+                target.from_template = source.id
             target.from_running_vms = source.from_running_vms or (
                 source.kind == CONFIGURATION and any(vm.runstate == "running" for vm in vms)
             )
@@ -559,7 +584,7 @@ class SimState:
         )
         net_map: dict[str, str] = {}
         for net in source.networks:
-            new_net = net.model_copy(update={"id": self._new_id()})
+            new_net = net.model_copy(deep=True, update={"id": self._new_id()})
             net_map[net.id] = new_net.id
             target.networks.append(new_net)
         for vm in vms:
@@ -572,6 +597,7 @@ class SimState:
         new_vm.runstate = "stopped"
         new_vm.error = None
         new_vm.disk_image = None
+        new_vm.booted_ssh_port = None
         for disk in new_vm.hardware.disks:
             disk.id = self._new_id()
         new_vm.interfaces = [self._clone_interface(i, net_map) for i in new_vm.interfaces]
@@ -619,7 +645,91 @@ class SimState:
                     task.error = error
             self._dirty = True
 
+    # ----------------------------------------------------------------- published services
+
+    def _interface(self, env_id: str, vm_id: str, iface_id: str) -> tuple[Resource, VM, Interface]:
+        env = self._get(CONFIGURATION, env_id)
+        vm = next((v for v in env.vms if v.id == str(vm_id)), None)
+        if vm is None:
+            raise NotFound(f"VM {vm_id} not found in Configuration {env_id}")
+        iface = next((i for i in vm.interfaces if i.id == str(iface_id)), None)
+        if iface is None:
+            raise NotFound(f"Interface {iface_id} not found on VM {vm_id}")
+        return env, vm, iface
+
+    def services(self, env_id: str, vm_id: str, iface_id: str) -> list[Service]:
+        """The services published on one VM interface."""
+        with self._txn():
+            _, _, iface = self._interface(env_id, vm_id, iface_id)
+            return [s.model_copy() for s in iface.services]
+
+    def publish(self, env_id: str, vm_id: str, iface_id: str, body: dict[str, Any]) -> Service:
+        """POST .../services ``{"internal_port": N}``: answers ``external_ip``/``external_port``.
+
+        [ASSUMED] a port already published on the interface is refused (422), and a busy
+        environment refuses (423) as for any other change.
+        """
+        port = body.get("internal_port")
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise Invalid([f"internal_port must be a TCP port 1-65535, got {port!r}"])
+        with self._txn():
+            env, vm, iface = self._interface(env_id, vm_id, iface_id)
+            self._check_idle(env)
+            if any(s.internal_port == port for s in iface.services):
+                raise Invalid([f"port {port} is already published on interface {iface_id}"])
+            booted = vm.booted_ssh_port if port == 22 else None
+            service = Service(
+                id=self._new_id(),
+                internal_port=port,
+                external_ip="127.0.0.1",
+                external_port=booted or self._new_port(),
+            )
+            iface.services.append(service)
+            self._touch(env)
+            return service.model_copy()
+
+    def unpublish(self, env_id: str, vm_id: str, iface_id: str, service_id: str) -> None:
+        """DELETE .../services/{id}; NotFound when it is not there (any more)."""
+        with self._txn():
+            env, _, iface = self._interface(env_id, vm_id, iface_id)
+            kept = [s for s in iface.services if s.id != str(service_id)]
+            if len(kept) == len(iface.services):
+                raise NotFound(f"Published service {service_id} not found")
+            iface.services = kept
+            self._touch(env)
+
     # ----------------------------------------------------------------- admin
+
+    def restored(self) -> list[dict[str, Any]]:
+        """Every environment made from a template: id, template, runstate, deleted, deleting."""
+        with self._txn():
+            return [
+                {
+                    "id": env.id,
+                    "name": env.name,
+                    "template_id": env.from_template,
+                    "runstate": self.runstate_of(env) if not env.deleted else "deleted",
+                    "deleted": env.deleted,
+                    "deleting": env.delete_until is not None and not env.deleted,
+                }
+                for env in self._doc.environments.values()
+                if env.from_template is not None
+            ]
+
+    def booted(self, env_id: str, ports: dict[str, int]) -> None:
+        """A hypervisor booted these VMs (id -> SSH port); their port 22 services answer it."""
+        with self._txn():
+            env = self._get(CONFIGURATION, env_id)
+            for vm in env.vms:
+                if vm.id in ports:
+                    vm.booted_ssh_port = int(ports[vm.id])
+                    for iface in vm.interfaces:
+                        for svc in iface.services:
+                            if svc.internal_port == 22:
+                                svc.external_port = vm.booted_ssh_port
+            self._touch(env)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything, for ``GET /_sim/state``: deleted resources, image paths, timestamps.

@@ -54,6 +54,8 @@ def configuration_view(st: SimState, res: Resource, base_url: str, v2: bool) -> 
             "rate_limited": False,
             "errors": [res.error] if res.error else [],
             "can_save_as_template": True,
+            "outbound_traffic": res.outbound_traffic,
+            "routable": res.routable,
         }
     )
     return view

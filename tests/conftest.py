@@ -84,6 +84,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "suspends_vms(n): the test makes copies without live clone on purpose; the simulator's "
         "teardown expects exactly n VMs suspended instead of 0",
     )
+    config.addinivalue_line(
+        "markers",
+        "leaves_environments(n): the test makes environments from templates and leaves n of "
+        "them on purpose; the simulator's teardown expects n left instead of 0",
+    )
 
 
 def tiers_of(item: pytest.Item) -> set[str]:
@@ -109,7 +114,9 @@ def sim(simulator_process: SimulatorProcess, request: pytest.FixtureRequest) -> 
 
     After the test, no VM may have been suspended by a copy (one made without
     ``"live_copy": true``): a production backup that suspends the VMs is the downtime this
-    package exists to avoid. Every test that uses the simulator is checked here, once.
+    package exists to avoid. Nor may an environment made from a template (a restore drill's)
+    be left behind, neither deleted nor being deleted. Every test that uses the simulator is
+    checked here, once.
     """
     admin = simulator_process.admin
     admin.reset()
@@ -120,6 +127,10 @@ def sim(simulator_process: SimulatorProcess, request: pytest.FixtureRequest) -> 
     expected = int(marker.args[0]) if marker else 0
     suspended = admin.suspended()
     assert len(suspended) == expected, f"VMs suspended by a copy without live_copy: {suspended}"
+    marker = request.node.get_closest_marker("leaves_environments")
+    expected = int(marker.args[0]) if marker else 0
+    left = admin.restored_left()
+    assert len(left) == expected, f"environments made from templates left behind: {left}"
 
 
 # A Skytap connection to the simulator, and the hooks on it (the tests of hooks, operators,

@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -148,6 +149,11 @@ class SkytapResponseError(SkytapAPIError):
 
 class SkytapScopeError(SkytapAPIError):
     """Skytap refused ``scope=company`` for the connection's user (not a company admin)."""
+
+
+class SkytapIsolationError(SkytapError):
+    """An environment is not isolated as asked: it may reach the internet, route between its
+    networks, or be attached to a VPN or another environment. Never retried."""
 
 
 # --------------------------------------------------------------------------- plan steps
@@ -1250,6 +1256,242 @@ class SkytapApi:
                 self.log.info("%s: still %s after %s", label, still, _ago(spent))
                 last_log = now
             yield Sleep(min(next(pauses), max(0.0, timeout - spent)))
+
+    # ---- restores: an environment from a template, isolated, started, reachable
+
+    def create_environment(
+        self, template_id: Any, *, name: str | None = None, description: str | None = None
+    ) -> Plan[dict[str, Any]]:
+        """Make an environment from a template (in the template's region); answers it, busy.
+
+        The name is the retry key, as for every copy: a POST whose answer was lost is looked
+        up by name before it is sent again.
+        """
+        tid = check_id(template_id, "template_id")
+        name = check_name(name) if name is not None else default_copy_name("template", tid)
+        body: dict[str, Any] = {"template_id": tid, "name": name}
+        if description is not None:
+            body["description"] = check_description(description)
+        action = f"create environment from template {tid}"
+        result = yield from self._create("environment", body, action, None)
+        return result
+
+    def set_network_flags(
+        self, environment_id: Any, *, outbound_traffic: bool, routable: bool
+    ) -> Plan[dict[str, Any]]:
+        """Set an environment's ``outbound_traffic`` and ``routable`` (``PUT /v2/...``)."""
+        eid = check_id(environment_id, "environment_id")
+        for what, value in (("outbound_traffic", outbound_traffic), ("routable", routable)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{what} must be True or False, got {value!r}")
+        request = Request(
+            "PUT",
+            f"/v2/configurations/{eid}",
+            f"set network flags of environment {eid}",
+            body={"outbound_traffic": outbound_traffic, "routable": routable},
+        )
+        data = yield from self._body(request)
+        return check_resource("environment", data, request.action)
+
+    def wait_until_running(
+        self,
+        environment_id: Any,
+        *,
+        timeout: float,
+        poll_interval: float = 2.0,
+        max_poll_interval: float = 10.0,
+        log_every: float = 10.0,
+    ) -> Plan[dict[str, Any]]:
+        """Poll until the environment and every VM run; log their states every ``log_every``.
+
+        Fails fast when ``error`` fills in, when it disappears, or when it settles in a
+        runstate other than ``running``.
+        """
+        eid = check_id(environment_id, "environment_id")
+        start = last_log = self.clock()
+        pauses = poll_pauses(poll_interval, max_poll_interval)
+        seen_busy = False
+        while True:
+            env = yield from self.get("environment", eid)
+            state = readiness("environment", env)
+            seen_busy = seen_busy or state.state == "busy"
+            label = describe("environment", eid, env)
+            if state.state == "failed":
+                raise SkytapResourceFailedError(f"{label} failed to start: {state.detail}")
+            runstate = str(env.get("runstate"))
+            vms = vm_runstates(env)
+            spent = self.clock() - start
+            if runstate == "running" and all(v == "running" for v in vms.values()):
+                self.log.info("%s is running after %s: %s", label, _ago(spent), _states(vms))
+                return env
+            # Until it has been seen busy, a stopped environment may not show the change yet.
+            if state.state == "ready" and runstate != "running" and (seen_busy or spent > 60):
+                raise SkytapResourceFailedError(
+                    f"{label} settled as {runstate!r}, not running: {_states(vms)}"
+                )
+            if spent >= timeout:
+                raise SkytapWaitTimeoutError(
+                    f"{label} not running after {_ago(spent)} (timeout {timeout:.0f} s): "
+                    f"runstate {runstate}; {_states(vms)}"
+                )
+            now = self.clock()
+            if now - last_log >= log_every:
+                self.log.info(
+                    "%s: runstate %s after %s; %s", label, runstate, _ago(spent), _states(vms)
+                )
+                last_log = now
+            yield Sleep(min(next(pauses), max(0.0, timeout - spent)))
+
+    def publish_service(
+        self, environment_id: Any, vm_id: Any, interface_id: Any, internal_port: int
+    ) -> Plan[dict[str, Any]]:
+        """Publish ``internal_port`` of a VM interface; answers the service (``external_ip``,
+        ``external_port`` checked). One already there is reused, so a retry publishes once."""
+        eid = check_id(environment_id, "environment_id")
+        vid = check_id(vm_id, "vm_id")
+        nic = check_id(interface_id, "interface_id")
+        port = check_port(internal_port, "internal_port")
+        action = f"publish port {port} of VM {vid} in environment {eid}"
+
+        def existing() -> Plan[Any]:
+            env = yield from self.get("environment", eid)
+            return find_service(env, vid, nic, port)
+
+        found = yield from existing()
+        if found is None:
+            request = Request(
+                "POST",
+                f"/v2/configurations/{eid}/vms/{vid}/interfaces/{nic}/services",
+                action,
+                body={"internal_port": port},
+            )
+            found, _ = yield from self.call(request, recover=existing)
+        return check_service(found, action)
+
+    def unpublish_service(
+        self, environment_id: Any, vm_id: Any, interface_id: Any, service_id: Any
+    ) -> Plan[bool]:
+        """Remove a published service; False when it was already gone."""
+        eid = check_id(environment_id, "environment_id")
+        vid = check_id(vm_id, "vm_id")
+        nic = check_id(interface_id, "interface_id")
+        sid = check_id(service_id, "service_id")
+        path = f"/v2/configurations/{eid}/vms/{vid}/interfaces/{nic}/services/{sid}"
+        try:
+            yield from self.call(Request("DELETE", path, f"unpublish service {sid} of VM {vid}"))
+        except SkytapNotFoundError:
+            return False
+        return True
+
+
+# --------------------------------------------------------------------------- restore rules
+
+_REQUESTED = re.compile(r"requested at ([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z)")
+
+
+def restore_description(template_id: str, requested_at: float) -> str:
+    """The description of a restored environment: which template, and when it was asked for
+    (so a retry that adopts the environment keeps the original request time)."""
+    when = datetime.fromtimestamp(requested_at, tz=timezone.utc)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return f"airflow-skytap restore of template {template_id}, requested at {stamp}"
+
+
+def restore_requested_at(environment: Mapping[str, Any]) -> float | None:
+    """When the restore of ``environment`` was asked for (from its description), or None."""
+    found = _REQUESTED.search(str(environment.get("description") or ""))
+    if not found:
+        return None
+    try:
+        stamp = datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=timezone.utc).timestamp()
+
+
+def isolation_problems(
+    environment: Mapping[str, Any], *, outbound_traffic: bool = False, routable: bool = False
+) -> list[str]:
+    """What keeps an environment from being isolated as asked, read from its own fields.
+
+    ``outbound_traffic`` and ``routable`` must show the values asked for (a field Skytap does
+    not show counts as a problem: nothing is assumed); no network may carry a VPN attachment
+    (a VPN or private network connection) or a tunnel (inter-environment routing).
+    """
+    problems = []
+    for what, wanted in (("outbound_traffic", outbound_traffic), ("routable", routable)):
+        value = environment.get(what)
+        if value is not wanted:
+            problems.append(f"{what} is {value!r}, not {wanted!r}")
+    for net in environment.get("networks") or []:
+        if not isinstance(net, Mapping):
+            continue
+        label = f"network {net.get('id')} ({net.get('name')!r})"
+        for key, what in (("vpn_attachments", "a VPN attachment"), ("tunnels", "a tunnel")):
+            value = net.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, list):
+                problems.append(f"{label} shows {key} = {value!r}, not a list")
+            elif value:
+                problems.append(f"{label} has {what} ({len(value)}): {_ids(value)}")
+    return problems
+
+
+def _ids(items: list[Any]) -> str:
+    found = []
+    for item in items:
+        if isinstance(item, Mapping):
+            vpn = item.get("vpn")
+            found.append(str(item.get("id") or (vpn or {}).get("id") or "?"))
+    return ", ".join(found) or "?"
+
+
+def vm_runstates(environment: Mapping[str, Any]) -> dict[str, str]:
+    """``{vm name: runstate}`` of an environment's VMs."""
+    return {
+        str(vm.get("name") or vm.get("id")): str(vm.get("runstate"))
+        for vm in environment.get("vms") or []
+        if isinstance(vm, Mapping)
+    }
+
+
+def _states(vms: Mapping[str, str]) -> str:
+    if not vms:
+        return "no VMs"
+    return ", ".join(f"{name} {state}" for name, state in vms.items())
+
+
+def find_service(
+    environment: Mapping[str, Any], vm_id: str, interface_id: str, internal_port: int
+) -> dict[str, Any] | None:
+    """The service publishing ``internal_port`` on one VM interface, or None."""
+    for vm in environment.get("vms") or []:
+        if not isinstance(vm, Mapping) or str(vm.get("id")) != str(vm_id):
+            continue
+        for iface in vm.get("interfaces") or []:
+            if not isinstance(iface, Mapping) or str(iface.get("id")) != str(interface_id):
+                continue
+            for svc in iface.get("services") or []:
+                if isinstance(svc, Mapping) and str(svc.get("internal_port")) == str(internal_port):
+                    return dict(svc)
+    return None
+
+
+def check_service(data: Any, action: str) -> dict[str, Any]:
+    """A published service as Skytap answers it: ``id`` digits, ``external_ip`` an IP address,
+    ``external_port`` a port; else :class:`SkytapResponseError` naming the field."""
+    if not isinstance(data, Mapping):
+        raise _shape_error(action, "the service", data, "a JSON object")
+    sid = data.get("id")
+    if not isinstance(sid, int | str) or isinstance(sid, bool) or not _ID.fullmatch(str(sid)):
+        raise _shape_error(action, "id", sid, "a Skytap id (digits)")
+    try:
+        ip = check_ip(data.get("external_ip"), "external_ip")
+        port = check_port(data.get("external_port"), "external_port")
+    except ValueError as err:
+        raise SkytapResponseError(action, None, [str(err)]) from None
+    return {**data, "id": str(sid), "external_ip": ip, "external_port": port}
 
 
 # --------------------------------------------------------------------------- helpers

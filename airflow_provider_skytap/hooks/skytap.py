@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +36,7 @@ from airflow_provider_skytap.hooks.api import (
     SkytapAuthError,
     SkytapBusyError,
     SkytapError,
+    SkytapIsolationError,
     SkytapNotFoundError,
     SkytapResourceFailedError,
     SkytapResponseError,
@@ -44,7 +45,10 @@ from airflow_provider_skytap.hooks.api import (
     Sleep,
     SshEndpoint,
     TransportError,
+    isolation_problems,
     parse_regions,
+    restore_description,
+    restore_requested_at,
     ssh_endpoints,
     ui_url,
 )
@@ -64,6 +68,7 @@ __all__ = [
     "SkytapBusyError",
     "SkytapError",
     "SkytapHook",
+    "SkytapIsolationError",
     "SkytapNotFoundError",
     "SkytapResourceFailedError",
     "SkytapResponseError",
@@ -582,6 +587,224 @@ class SkytapHook(_SkytapHookBase):
             log_every=log_every,
         )
         return self.run(plan)
+
+    # ---- restores
+
+    def create_environment(
+        self, template_id: Any, *, name: str | None = None, description: str | None = None
+    ) -> dict[str, Any]:
+        """Make an environment from a template, in the template's region; answers it, still
+        busy (follow with :meth:`wait_until_ready`). A retry finds it by ``name``."""
+        return self.run(
+            self.api.create_environment(template_id, name=name, description=description)
+        )
+
+    def restore_environment(
+        self,
+        template_id: Any,
+        *,
+        name: str,
+        region: str | None = None,
+        outbound_traffic: bool = False,
+        routable: bool = False,
+        timeout: float = 3600,
+        poll_interval: float = 5.0,
+        log_every: float = 60.0,
+        on_created: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Make an isolated environment from a template, in the template's region.
+
+        An environment already called ``name`` in that region (an earlier try's) is used
+        instead of making a second. Waits until it is made, then isolates it and checks the
+        isolation read back; an environment that cannot be isolated is deleted before the
+        error is raised. The answer carries ``requested_at`` (epoch seconds of the first
+        request, kept in its description across retries).
+
+        :param template_id: the template (the backup) to restore
+        :param name: the environment's name, the key a retry finds it by
+        :param region: the region the template must be in (None: any)
+        :param outbound_traffic: may its VMs reach the internet (default False)
+        :param routable: may its networks route to each other (default False)
+        :param timeout: seconds to wait for the environment to be made
+        :param poll_interval: the first pause between polls
+        :param log_every: seconds between progress lines
+        :param on_created: called with the environment as soon as it exists (links, XComs)
+        """
+        template = self.get_template(template_id)
+        tid, where = str(template["id"]), template.get("region")
+        if region is not None and where != region:
+            raise ValueError(
+                f"region {region!r}: template {tid} ({template.get('name')!r}) is in {where!r}"
+            )
+        env = self.find("environment", name, region=where)
+        if env is None:
+            requested = time.time()
+            env = self.create_environment(
+                tid, name=name, description=restore_description(tid, requested)
+            )
+        else:
+            requested = restore_requested_at(env) or time.time()
+            self.log.info("Environment %s (%r) exists already: using it", env["id"], name)
+        if on_created is not None:
+            on_created(env)
+        eid = str(env["id"])
+        try:
+            self.wait_until_ready(
+                "environment",
+                eid,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                max_poll_interval=max(poll_interval, min(60.0, log_every)),
+                log_every=log_every,
+            )
+            isolated = self.isolate_environment(
+                eid, outbound_traffic=outbound_traffic, routable=routable
+            )
+        except SkytapIsolationError:
+            self.log.error("Environment %s is not isolated: deleting it", eid)
+            self.delete("environment", eid)
+            raise
+        return {**isolated, "requested_at": requested, "template_id": tid}
+
+    def isolate_environment(
+        self, environment_id: Any, *, outbound_traffic: bool = False, routable: bool = False
+    ) -> dict[str, Any]:
+        """Set ``outbound_traffic`` and ``routable``, then read the environment back and check
+        its own fields (and that no network has a VPN attachment or tunnel).
+
+        :param environment_id: the environment
+        :param outbound_traffic: may its VMs reach the internet (default False)
+        :param routable: may its networks route to each other (default False)
+        :raises SkytapIsolationError: naming every field that is not as asked
+        """
+        self.run(
+            self.api.set_network_flags(
+                environment_id, outbound_traffic=outbound_traffic, routable=routable
+            )
+        )
+        env = self.get_environment(environment_id)
+        problems = isolation_problems(env, outbound_traffic=outbound_traffic, routable=routable)
+        if problems:
+            raise SkytapIsolationError(
+                f"environment {environment_id} is not isolated as asked: " + "; ".join(problems)
+            )
+        self.log.info(
+            "Environment %s: outbound_traffic %s, routable %s, no VPN attachment or tunnel "
+            "(read back)",
+            environment_id,
+            env.get("outbound_traffic"),
+            env.get("routable"),
+        )
+        return env
+
+    def start_environment(
+        self,
+        environment_id: Any,
+        *,
+        timeout: float = 1800,
+        log_every: float = 10.0,
+        poll_interval: float = 2.0,
+    ) -> dict[str, Any]:
+        """Ask for ``running`` and wait until the environment and every VM run; logs the
+        runstates and the time spent every ``log_every`` seconds. Answers the environment.
+
+        :param environment_id: the environment
+        :param timeout: seconds before :class:`SkytapWaitTimeoutError`
+        :param log_every: seconds between progress lines
+        :param poll_interval: the first pause between polls (growing to 10 s at most)
+        """
+        current = self.get_environment(environment_id)
+        if current.get("runstate") != "running":
+            self.run(self.api.set_runstate(environment_id, "running"))
+        return self.run(
+            self.api.wait_until_running(
+                environment_id,
+                timeout=timeout,
+                log_every=log_every,
+                poll_interval=poll_interval,
+                max_poll_interval=max(poll_interval, min(10.0, log_every)),
+            )
+        )
+
+    def publish_service(
+        self, environment_id: Any, vm_id: Any, interface_id: Any, internal_port: int = 22
+    ) -> dict[str, Any]:
+        """Publish a VM interface's port (SSH by default); answers ``id``, ``external_ip``,
+        ``external_port``. A service already publishing that port is reused."""
+        return self.run(
+            self.api.publish_service(environment_id, vm_id, interface_id, internal_port)
+        )
+
+    def publish_ssh(
+        self, environment_id: Any, *, vm_names: Iterable[str] | None = None, ssh_port: int = 22
+    ) -> list[dict[str, Any]]:
+        """Publish ``ssh_port`` on each VM's first interface (or only ``vm_names``'); answers
+        ``[{"vm_id", "vm_name", "interface_id", "service_id", "host", "port"}]``."""
+        env = self.get_environment(environment_id)
+        wanted = None if vm_names is None else {str(n) for n in vm_names}
+        published = []
+        for vm in env.get("vms") or []:
+            if wanted is not None and str(vm.get("name")) not in wanted:
+                continue
+            interfaces = vm.get("interfaces") or []
+            if not interfaces:
+                raise SkytapError(
+                    f"VM {vm.get('id')} ({vm.get('name')!r}) of environment {environment_id} "
+                    "has no network interface to publish SSH on"
+                )
+            nic = str(interfaces[0].get("id"))
+            svc = self.publish_service(environment_id, vm["id"], nic, ssh_port)
+            self.log.info(
+                "VM %s (%r): port %s published as %s:%s",
+                vm["id"],
+                vm.get("name"),
+                ssh_port,
+                svc["external_ip"],
+                svc["external_port"],
+            )
+            published.append(
+                {
+                    "vm_id": str(vm["id"]),
+                    "vm_name": str(vm.get("name")),
+                    "interface_id": nic,
+                    "service_id": svc["id"],
+                    "host": svc["external_ip"],
+                    "port": svc["external_port"],
+                }
+            )
+        return published
+
+    def delete_restored(
+        self,
+        environment_id: Any = None,
+        *,
+        name: str | None = None,
+        published: Iterable[Mapping[str, Any]] = (),
+        timeout: float = 600,
+    ) -> str | None:
+        """Remove what a restore made: its published services, then the environment (by id,
+        else found by ``name``), waiting until Skytap answers 404. Idempotent: answers the id
+        deleted, or None when there was nothing to delete."""
+        eid = None if environment_id in (None, "", "None") else str(environment_id)
+        if eid is None and name:
+            found = self.find("environment", name)
+            eid = str(found["id"]) if found else None
+        if eid is None:
+            self.log.info("No restored environment to delete (none was made, or it is gone)")
+            return None
+        for svc in published:
+            self.unpublish_service(eid, svc["vm_id"], svc["interface_id"], svc["service_id"])
+        existed = self.delete("environment", eid, timeout=timeout)
+        self.log.info(
+            "Environment %s %s", eid, "deleted" if existed else "was already gone (nothing to do)"
+        )
+        return eid
+
+    def unpublish_service(
+        self, environment_id: Any, vm_id: Any, interface_id: Any, service_id: Any
+    ) -> bool:
+        """Remove a published service; False when it was already gone."""
+        return self.run(self.api.unpublish_service(environment_id, vm_id, interface_id, service_id))
 
     def test_connection(self) -> tuple[bool, str]:
         """For the UI's Test button: one cheap authenticated read, 10 s at most."""

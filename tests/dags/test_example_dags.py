@@ -32,7 +32,7 @@ def dags() -> dict[str, Any]:
 
 
 def test_both_example_dags_parse(dags: dict[str, Any]) -> None:
-    assert sorted(dags) == [BACKUP, REPORTING]
+    assert sorted(dags) == [BACKUP, REPORTING, "skytap_restore_drill"]
 
 
 @pytest.mark.parametrize("dag_id", [BACKUP, REPORTING])

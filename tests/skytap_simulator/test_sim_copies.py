@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.conftest import Sim
 from tests.skytap_simulator.helpers import (
     Api,
@@ -47,6 +49,7 @@ def test_copy_with_name_description_and_vm_subset(api: Api) -> None:
     assert bad.status_code == 422 and "9" in bad.json()["errors"][0]
 
 
+@pytest.mark.leaves_environments(1)
 def test_save_as_template_then_copy_it_and_deploy_it(api: Api) -> None:
     tpl = api.ok(
         "POST", "/templates", {"configuration_id": "1001", "live_copy": True, "name": "erp backup"}
