@@ -19,8 +19,8 @@ from airflow_provider_skytap.operators.restore import (
 )
 from tests.conftest import Sim
 from tests.helpers import api_requests
-from tests.tasks import context, run_task
 from tests.skytap_simulator.helpers import seed_with
+from tests.tasks import context, run_task
 
 DAG_ID = "restore_drill_test"
 FAST = {"poll_interval": 0.1, "log_every": 1, "timeout": 60}
