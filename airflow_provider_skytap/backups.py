@@ -109,6 +109,25 @@ def is_from_source(
     return _named_by(str(resource.get("name") or ""), dag_id, source_kind, source_id)
 
 
+def tag_source(tag: str) -> tuple[str, str] | None:
+    """The DAG part and the source (``environment-1001``) a source tag names, either shape.
+
+    The DAG part is as the tag keeps it (lower-cased in an earlier version's tag); None when
+    ``tag`` is not a source tag of this provider.
+
+    :param tag: one tag value, as Skytap answers it
+    """
+    if not tag.lower().startswith(TAG_PREFIX):
+        return None
+    parts = tag[len(TAG_PREFIX) :].split("/")
+    if _is_current(tag):
+        parts = parts[:-1]
+    match = re.fullmatch(r"(environment|template)-(\d+)", parts[-1]) if len(parts) >= 2 else None
+    if match is None:
+        return None
+    return "/".join(parts[:-1]), parts[-1]
+
+
 def _is_current(tag: str) -> bool:
     """A source tag of this version: DAG id, source and the DAG id's hash after the prefix."""
     parts = tag[len(TAG_PREFIX) :].split("/")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from airflow_provider_skytap.backups import (
     consistency,
     provider_source_tags,
     recovery_point,
+    tag_source,
 )
 from airflow_provider_skytap.hooks.api import KINDS, Kind
 
@@ -39,8 +39,6 @@ from airflow_provider_skytap.hooks.api import KINDS, Kind
 UNVOUCHED = "not vouched for"
 #: The exit status of the command line when a source misses the RPO in a region.
 EXIT_RPO_MISSED = 3
-# The tail of a source tag: ``.../<kind>-<id>`` (``backups.source_tag``).
-_SOURCE = re.compile(r"/(environment|template)-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -140,10 +138,9 @@ def backup_of(kind: Kind, resource: Mapping[str, Any]) -> Backup | None:
         return None
     sources, dags = [], []
     for tag in tags:
-        rest = tag[len(TAG_PREFIX) :]
-        match = _SOURCE.search(rest)
-        sources.append(f"{match.group(1)}-{match.group(2)}" if match else rest)
-        dags.append(rest[: match.start()] if match else "")
+        named = tag_source(tag)
+        sources.append(named[1] if named else tag[len(TAG_PREFIX) :])
+        dags.append(named[0] if named else "")
     storage = resource.get("storage")
     return Backup(
         kind=kind,

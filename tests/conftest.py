@@ -17,14 +17,10 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_skytap.hooks.api import RetryPolicy
-from airflow_provider_skytap.hooks.skytap import SkytapAsyncHook, SkytapHook
-from skytap_simulator.control import SimulatorAdmin, SimulatorProcess
-from skytap_simulator.seed import default_seed
-
-# Airflow in the test process reads its configuration (and, if a test needs one, its metadata
-# database) from a home of this session's own, never from ~/airflow: two test runs at once (the
-# floor's Airflow beside the newest, or two checkouts) must not share a config or a database.
+# Set before anything imports Airflow (the provider's modules below do): Airflow in the test
+# process reads its configuration (and, if a test needs one, its metadata database) from a home
+# of this session's own, never from ~/airflow: two test runs at once (the floor's Airflow beside
+# the newest, or two checkouts) must not share a config or a database.
 _HOME = tempfile.mkdtemp(prefix="skytap-tests-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _HOME
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
@@ -32,6 +28,11 @@ atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 # DagBag(include_examples=...) (apache/airflow#66161): the [core] load_examples setting alone
 # decides, and 3.2's DagBag reads the same setting when the argument is not given.
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+from airflow_provider_skytap.hooks.api import RetryPolicy  # noqa: E402
+from airflow_provider_skytap.hooks.skytap import SkytapAsyncHook, SkytapHook  # noqa: E402
+from skytap_simulator.control import SimulatorAdmin, SimulatorProcess  # noqa: E402
+from skytap_simulator.seed import default_seed  # noqa: E402
 
 SHORT_DURATIONS = {
     "copy_seconds": 0.5,
