@@ -195,3 +195,18 @@ def test_a_very_long_dag_id_gives_a_source_tag_within_skytaps_limit_and_still_it
     assert tag_a.lower() != tag_b.lower()
     assert is_from_source(made_by(a, tag_a), a, "environment", "1001")
     assert not is_from_source(made_by(a, tag_a), b, "environment", "1001")
+
+
+def test_tag_source_reads_both_shapes_and_nothing_else() -> None:
+    from airflow_provider_skytap.backups import legacy_source_tag, source_tag, tag_source
+
+    assert tag_source(source_tag("ERP_Backup", "environment", "1001")) == (
+        "ERP_Backup",
+        "environment-1001",
+    )
+    assert tag_source(legacy_source_tag("ERP_Backup", "template", "7")) == (
+        "erp_backup",
+        "template-7",
+    )
+    assert tag_source("airflow-skytap/dag/not-a-source") is None
+    assert tag_source("someone-else/dag/environment-1") is None
