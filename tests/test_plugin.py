@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import Sim
-from tests.conftest import set_connection
+from tests.conftest import Sim, set_connection
 from tests.test_inventory import seed_backups
 
 AIRFLOW = Path(sys.executable).with_name("airflow")

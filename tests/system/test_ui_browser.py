@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from tests.conftest import Sim
-from tests.test_inventory import seed_backups
 from tests.system import browser
 from tests.system.airflow_stack import AirflowStack
+from tests.test_inventory import seed_backups
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
