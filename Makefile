@@ -112,3 +112,10 @@ services:
 
 stack: services $(STAMP)
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m tests.system.airflow_stack
+
+# The whole Airflow UI on this machine for someone without a Skytap account (demo/ui.py): the
+# demo's VMs, the simulator seeded with them, `make stack`'s Airflow on dags/ with both
+# connections set; prints the address and the login. Ctrl-C stops it all, nothing left frozen.
+.PHONY: ui
+ui: system-deps services $(STAMP)
+	$(BIN)/python -m demo.ui
