@@ -1,4 +1,4 @@
-# The README's two commands: `make demo` and `make test`. Each sets up what it needs.
+# The README's commands: `make demo`, `make test` and `make ui`. Each sets up what it needs.
 PYTHON ?= python3
 # Two virtual environments, two Airflow versions: .venv runs everything on the newest Airflow
 # (constraints.txt), .venv-floor runs the compatibility subset on the lowest Airflow the package
