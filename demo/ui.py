@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def serve() -> int:
                     say(f"   IMPORT ERROR in {error['filename']}: see the UI's DAG import errors")
                 conf = vms.quiesce_conf()
                 if conf:
-                    say(f"   trigger with this conf (no root: the writers are paused): {conf}")
+                    say(f"   trigger with this conf (no root: writers paused): {json.dumps(conf)}")
                 else:
                     say("   trigger a DAG with its defaults: environment 1001 is these VMs")
                 say(f"   the backup inventory: {stack.base_url}/plugin/skytap-backups")
@@ -139,6 +140,7 @@ def serve() -> int:
             # deadline. Whatever is still frozen now, the lab thaws as it stops.
             frozen = vms.frozen()
             say(f"VMs frozen or paused when Airflow stopped: {', '.join(frozen) or 'none'}")
+        shutil.rmtree(work / "skytap-disks", ignore_errors=True)  # the copies' disk images
     say(f"stopped: Airflow, the simulator and the VMs (thawed first). Logs: {work}")
     return 0
 

@@ -5,6 +5,7 @@ left listening."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -108,7 +109,7 @@ def test_make_ui_serves_the_dags_and_ctrl_c_during_a_freeze_stops_it_all_nothing
             # A backup from the UI's Trigger button's request, with the defaults (plus what a
             # rootless lab needs, printed by make ui); Ctrl-C once the freeze task runs.
             printed = re.search(r"trigger with this conf .*: (\{.*\})$", out.text(), re.M)
-            conf = eval(printed.group(1)) if printed else {}  # noqa: S307 (a dict we printed)
+            conf = json.loads(printed.group(1)) if printed else {}
             http.patch(f"/api/v2/dags/{BACKUP}", headers=auth, json={"is_paused": False})
             run = http.post(
                 f"/api/v2/dags/{BACKUP}/dagRuns",
