@@ -1,4 +1,4 @@
-# The README's two commands: `make demo` and `make test`. Each sets up what it needs.
+# The README's commands: `make demo`, `make test` and `make ui`. Each sets up what it needs.
 PYTHON ?= python3
 # Two virtual environments, two Airflow versions: .venv runs everything on the newest Airflow
 # (constraints.txt), .venv-floor runs the compatibility subset on the lowest Airflow the package
@@ -112,3 +112,10 @@ services:
 
 stack: services $(STAMP)
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m tests.system.airflow_stack
+
+# The whole Airflow UI on this machine for someone without a Skytap account (demo/ui.py): the
+# demo's VMs, the simulator seeded with them, `make stack`'s Airflow on dags/ with both
+# connections set; prints the address and the login. Ctrl-C stops it all, nothing left frozen.
+.PHONY: ui
+ui: system-deps services $(STAMP)
+	$(BIN)/python -m demo.ui

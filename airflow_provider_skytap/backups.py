@@ -50,7 +50,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME = 255
 # [ASSUMED] Skytap's longest tag value. No Skytap document or client states one; Skytap's help
 # gives 255 characters for label values (help.skytap.com/adding-usage-labels-to-environments),
-# the sibling feature, so tags are kept within the same. README: "What the provider relies on".
+# the sibling feature, so tags are kept within the same. docs/real-account.md: "What the provider
+# relies on".
 MAX_TAG = 255
 _DIGEST = 12  # hex digits of the DAG id's SHA-256 in a source tag
 

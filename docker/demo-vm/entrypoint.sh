@@ -60,7 +60,7 @@ else
         done
         if ! mount -o loop "$img" "$data"; then
             say "cannot loop-mount $img at $data: run the container with privileged: true" \
-                "on a Linux kernel with loop devices (see README, docker compose)"
+                "on a Linux kernel with loop devices (see docs/deploy.md)"
             exit 1
         fi
     fi
