@@ -1,1 +1,1 @@
-"""An embedded stand-in for Skytap's REST API (see README.md, "The Skytap simulator")."""
+"""An embedded stand-in for Skytap's REST API (see docs/simulator.md)."""

@@ -1,4 +1,4 @@
-"""``python -m skytap_simulator``: run the simulator with uvicorn (options: README.md)."""
+"""``python -m skytap_simulator``: run the simulator with uvicorn (options: docs/simulator.md)."""
 
 from __future__ import annotations
 
