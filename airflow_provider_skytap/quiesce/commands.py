@@ -370,12 +370,17 @@ def arm_args(
     options: Mapping[str, str],
     max_seconds: int,
     step_timeout: int,
+    staged: bool = False,
 ) -> list[str]:
     args = ["--id", gid, "--profile", profile, "--max-seconds", str(max_seconds)]
     args += ["--step-timeout", str(step_timeout)]
     for key, value in sorted(options.items()):
         args += ["--opt", f"{key}={value}"]
-    return [*args, "--", *mounts]
+    return [*args, *(["--staged"] if staged else []), "--", *mounts]
+
+
+# arm --staged says this line when its guardian is ready; it then reads go (or stop).
+READY_LINE = REPORT_PREFIX + "ready=1"
 
 
 def thaw_args(

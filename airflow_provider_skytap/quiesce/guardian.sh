@@ -18,10 +18,15 @@
 #   verdict            thaw task, after the record: last report lines
 #
 #   preflight --id ID --profile P [--allow-system-mounts] -- MOUNT...
-#   arm --id ID --profile P --max-seconds N --step-timeout N [--opt KEY=VALUE]... -- MOUNT...
+#   arm --id ID --profile P --max-seconds N --step-timeout N [--opt KEY=VALUE]... [--staged]
+#       -- MOUNT...
 #       Start the guardian (detached, its own session) and wait until it holds or failed. The
-#       guardian runs prepare, arms its deadline timer and backstop, runs begin, then holds
-#       until the thaw task tells it, a signal arrives, or the deadline passes; then end.
+#       guardian starts its backstop, runs prepare, arms its deadline timer, runs begin, then
+#       holds until the thaw task tells it, a signal arrives, or the deadline passes; then end.
+#       --staged: once the guardian and its backstop run, arm says ready=1 and reads a line:
+#       go starts the hold, anything else (or no input) ends the guardian with nothing held.
+#       The controller sends go when every host is ready, so the first freeze comes after
+#       every host's login and start-up, not in the middle of them.
 #   thaw --id ID --profile P --probe-timeout N --wait N [--reason R] -- MOUNT...
 #       Tell the guardian to end the hold and wait for its record; then release, in reverse
 #       order, whatever it still holds, and check with a bounded write that every mount is
@@ -219,6 +224,7 @@ parse() {
         --probe-timeout) probe_timeout=$2; shift ;;
         --wait) wait_s=$2; shift ;;
         --reason) reason=$2; shift ;;
+        --staged) staged=1 ;;
         --opt)
             _k=${2%%=*}
             case $_k in '' | *[!a-z_]*) fail args "invalid option name '$_k'" 2 ;; esac
@@ -297,14 +303,33 @@ cmd_run() {
     trap 'fired=${fired:-signal}' TERM INT HUP QUIT
     proc_stat $$ && setv pid_start "$_pstart"
     setv pid $$
+    # The backstop ends the hold if this shell dies; it learns the deadline once there is one.
+    setsid sh "$0" backstop "$dir" </dev/null >>"$dir/log" 2>&1 6>&- 7>&- 9>&- &
+    if [ -f "$dir/staged" ]; then
+        # arm --staged: everything above is done before any host freezes; the hold starts on
+        # the go (USR2), when every host's guardian is this far. Nothing is held meanwhile.
+        go=
+        trap 'go=1' USR2
+        sleep "$(getv staged)" >/dev/null 2>&1 6>&- 7>&- 9>&- &
+        _gt=$!
+        setv status ready
+        while [ -z "$go" ] && [ -z "$fired" ] && kill -0 "$_gt" 2>/dev/null; do
+            wait "$_gt"
+        done
+        kill "$_gt" 2>/dev/null
+        if [ -z "$go" ]; then
+            fired=${fired:-not-started}
+            finish cancelled
+            exit 1
+        fi
+    fi
     setv status preparing
     hook prepare || { finish failed; exit 1; }
     # Armed: the deadline timer runs before the hold is taken, so nothing stays held longer
-    # than max_seconds even if this shell is stopped. The backstop ends it if this shell dies.
+    # than max_seconds even if this shell is stopped.
     sleep "$max_seconds" >/dev/null 2>&1 6>&- 7>&- 9>&- &
     timer=$!
     setv deadline_at "$(($(date +%s) + max_seconds))"
-    setsid sh "$0" backstop "$dir" </dev/null >>"$dir/log" 2>&1 6>&- 7>&- 9>&- &
     hook begin
     _rc=$?
     if [ -d "$dir/finishing" ]; then
@@ -337,14 +362,20 @@ cmd_backstop() {
     # finished 5 s after its deadline, end the hold in its place. It ignores the signals the
     # guardian handles, so that a signal to the whole group still lets the guardian do it.
     load "$1"
-    trap '' HUP INT TERM QUIT USR1
-    _limit=$(($(getv deadline_at) + 5))
+    trap '' HUP INT TERM QUIT USR1 USR2
+    _limit=
     _n=0
     while [ ! -f "$dir/result" ]; do
         guardian_alive || { fired='guardian-died'; break; }
-        # The clock every 10 s, counted in between (a late count only delays the backstop).
-        if [ $((_n % 10)) = 0 ]; then _now=$(date +%s); else _now=$((_now + 1)); fi
-        [ "$_now" -lt "$_limit" ] || { fired=backstop; break; }
+        if [ -z "$_limit" ] && [ -f "$dir/deadline_at" ]; then
+            _limit=$(($(getv deadline_at) + 5))
+            _n=0
+        fi
+        if [ -n "$_limit" ]; then
+            # The clock every 10 s, counted in between (a late count only delays the backstop).
+            if [ $((_n % 10)) = 0 ]; then _now=$(date +%s); else _now=$((_now + 1)); fi
+            [ "$_now" -lt "$_limit" ] || { fired=backstop; break; }
+        fi
         sleep 1
         _n=$((_n + 1))
     done
@@ -373,6 +404,9 @@ cmd_arm() {
     setv max_seconds "$max_seconds"
     setv step_timeout "$step_timeout"
     setv status arming
+    # --staged: the guardian waits for the go this long at most (longer than the controller
+    # waits for every host to be ready).
+    [ "$staged" = 1 ] && setv staged "$((step_timeout + 120))"
     # The guardian inherits the arming lock (fd 9) and lets go of it once it holds or failed:
     # the wait below ends then, not at its next poll. Without flock, it polls.
     _lk=
@@ -382,11 +416,15 @@ cmd_arm() {
     fi
     setsid sh "$0" run "$dir" </dev/null >>"$dir/log" 2>&1 &
     exec 9>&- 6>&-
+    _go=
+    [ "$staged" = 1 ] && arm_go
     _left=$(((step_timeout + 60) * 20))
     while :; do
         st=
         [ -f "$dir/status" ] && IFS= read -r st <"$dir/status"
         case $st in frozen | failed | cancelled | thawed) break ;; esac
+        # The go may have come before the guardian waited for it (USR2 again, like USR1).
+        [ "$st" = ready ] && [ "$_go" = go ] && kill -USR2 "$(getv pid)" 2>/dev/null
         if [ $((_left % 20)) = 0 ] && [ -f "$dir/pid" ] && ! guardian_alive &&
             [ ! -f "$dir/result" ]; then
             report_state
@@ -408,6 +446,41 @@ cmd_arm() {
     report_state
     [ "$st" = frozen ] || exit 1
     exit 0
+}
+
+# arm_go: arm --staged, before any host freezes: wait (polling) until the guardian is ready,
+# say so (ready=1), then read one line from the controller: go, or anything else (stop, or the
+# end of the input when the controller went away), which ends the guardian without a hold.
+arm_go() {
+    _go=
+    _left=$(((step_timeout + 60) * 20))
+    while :; do
+        st=
+        [ -f "$dir/status" ] && IFS= read -r st <"$dir/status"
+        case $st in ready | frozen | failed | cancelled | thawed) break ;; esac
+        if [ $((_left % 20)) = 0 ] && [ -f "$dir/pid" ] && ! guardian_alive &&
+            [ ! -f "$dir/result" ]; then
+            report_state
+            fail arm "the guardian exited before it was ready; its log: $(tail -c 800 "$dir/log")"
+        fi
+        if [ "$_left" -le 0 ]; then
+            report_state
+            fail arm "the guardian was not ready within $((step_timeout + 60)) s" 3
+        fi
+        sleep 0.05
+        _left=$((_left - 1))
+    done
+    [ "$st" = ready ] || return 0
+    say ready 1
+    IFS= read -r _go || :
+    if [ "$_go" = go ]; then
+        kill -USR2 "$(getv pid)" 2>/dev/null
+        return 0
+    fi
+    request_thaw stop
+    wait_result "$step_timeout" || :
+    report_state
+    fail arm "not frozen: the controller stopped before the freeze (another host failed)"
 }
 
 # Records of finished guardians older than a week go; /run is cleared at boot anyway.
@@ -602,7 +675,7 @@ main() {
     shift
     case $_cmd in
     preflight | arm | thaw)
-        allow=0 id='' profile=fsfreeze max_seconds='' step_timeout='' dir=''
+        allow=0 id='' profile=fsfreeze max_seconds='' step_timeout='' dir='' staged=0
         probe_timeout=10 wait_s=30 reason=thaw
         parse "$@"
         # The runner asked the uid (SKYTAP_QUIESCE_UID); run by hand, ask it here.

@@ -3,7 +3,7 @@ with, and a release from another session (another task) reconnects and is idempo
 
 from __future__ import annotations
 
-from tests.quiesce.conftest import assert_all_stalled, unique_run_id
+from tests.quiesce.conftest import assert_all_stalled, unique_run_id, write_finishes
 
 
 def test_a_session_releases_over_its_own_connections(loops, writers, ssh_conns) -> None:
@@ -37,3 +37,43 @@ def test_a_session_releases_over_its_own_connections(loops, writers, ssh_conns) 
     assert {h.guardian for h in again.hosts} == {"finished"}
     assert again.consistency == "application-consistent"
     assert again.window()["clock"] == "controller"  # the freeze report places the freezes
+
+
+def test_a_staged_arm_freezes_nothing_before_the_go_nor_when_the_controller_goes_away(
+    loops, ssh_conns
+) -> None:
+    # arm --staged (what a session of several hosts sends): the guardian starts and says ready,
+    # and the mount stays writable until the controller's go. A controller that goes away
+    # instead (its input ends) leaves nothing frozen and no guardian behind.
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    from airflow_provider_skytap.quiesce import commands as qc
+
+    (cid,) = ssh_conns(1)
+    mount = loops.make("staged")
+    gid = qc.guardian_id("quiesce_test", unique_run_id("staged"), cid)
+    client = SSHHook(ssh_conn_id=cid).get_conn()
+    try:
+        _in, out, _err = client.exec_command(qc.install_command(sudo=False), timeout=60)
+        assert out.channel.recv_exit_status() == 0
+        args = qc.arm_args(
+            gid,
+            [str(mount)],
+            profile="fsfreeze",
+            options={},
+            max_seconds=60,
+            step_timeout=30,
+            staged=True,
+        )
+        _in, out, _err = client.exec_command(qc.run_command("arm", args, sudo=False), timeout=60)
+        assert out.readline() == qc.READY_LINE + "\n"
+        assert write_finishes(mount / "before-the-go", timeout=5)
+        out.channel.shutdown_write()  # no go: the controller went away
+        report = qc.parse_report(out.read())
+        assert out.channel.recv_exit_status() == 1
+    finally:
+        client.close()
+    assert report["status"] == "cancelled"
+    assert "not frozen" in report["error"]
+    assert report["mount"] == [f"pending {mount}"]
+    assert write_finishes(mount / "after", timeout=5)
