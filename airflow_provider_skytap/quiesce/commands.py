@@ -379,7 +379,8 @@ def arm_args(
     return [*args, *(["--staged"] if staged else []), "--", *mounts]
 
 
-# arm --staged says this line when its guardian is ready; it then reads go (or stop).
+# arm --staged says this line when its guardian is ready, thaw --staged when it is started; each
+# then reads go (or stop).
 READY_LINE = REPORT_PREFIX + "ready=1"
 
 
@@ -391,7 +392,8 @@ def thaw_args(
     probe_timeout: int,
     wait: int,
     profile: str = "fsfreeze",
+    staged: bool = False,
 ) -> list[str]:
     args = ["--id", gid, "--profile", profile, "--reason", reason]
-    args += ["--probe-timeout", str(probe_timeout)]
+    args += ["--probe-timeout", str(probe_timeout), *(["--staged"] if staged else [])]
     return [*args, "--wait", str(wait), "--", *mounts]

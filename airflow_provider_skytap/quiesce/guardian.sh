@@ -27,10 +27,11 @@
 #       go starts the hold, anything else (or no input) ends the guardian with nothing held.
 #       The controller sends go when every host is ready, so the first freeze comes after
 #       every host's login and start-up, not in the middle of them.
-#   thaw --id ID --profile P --probe-timeout N --wait N [--reason R] -- MOUNT...
+#   thaw --id ID --profile P --probe-timeout N --wait N [--reason R] [--staged] -- MOUNT...
 #       Tell the guardian to end the hold and wait for its record; then release, in reverse
 #       order, whatever it still holds, and check with a bounded write that every mount is
-#       writable. Works with no guardian.
+#       writable. Works with no guardian. --staged: say ready=1 and read a line first; go
+#       thaws, anything else (or no input) exits touching nothing.
 #   run DIR, backstop DIR: internal (the detached guardian and its watchdog).
 #
 # State, logs and the control channel live in /run/skytap-quiesce/ID (tmpfs), never on a
@@ -575,7 +576,18 @@ cmd_thaw() {
     is_uint "$probe_timeout" || fail args "probe timeout must be a whole number" 2
     is_uint "$wait_s" || fail args "wait must be a whole number" 2
     case $reason in thaw | rollback | kill) ;; *) fail args "unknown reason '$reason'" 2 ;; esac
-    mkdir -p "$BASE" || fail thaw "cannot create $BASE"
+    [ -d "$BASE" ] || mkdir -p "$BASE" || fail thaw "cannot create $BASE"
+    if [ "$staged" = 1 ]; then
+        # Started ahead (during the copy): the thaw begins on the controller's go; anything
+        # else (stop, or the end of the input) leaves everything as it is.
+        say ready 1
+        _go=
+        IFS= read -r _go || :
+        if [ "$_go" != go ]; then
+            say status not-started
+            exit 0
+        fi
+    fi
 
     dir=$BASE/$id
     n=0

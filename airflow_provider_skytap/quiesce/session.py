@@ -242,6 +242,9 @@ class QuiesceSession:
         self._armed: list[_Host] = []
         self._lock = threading.Lock()
         self._records: dict[str, HostReport] = {}
+        self._staged: dict[_Host, _StagedThaw] | None = None
+        self._go = threading.Event()
+        self._go_value = False
 
     def __enter__(self) -> QuiesceSession:
         return self
@@ -250,7 +253,9 @@ class QuiesceSession:
         self.close()
 
     def close(self) -> None:
-        """Close every SSH connection this session opened."""
+        """Close every SSH connection this session opened (a thaw started ahead by
+        :meth:`prepare_release` and never released ends first, touching nothing)."""
+        self._end_staged(False, 10)
         for host in self.hosts:
             host.close()
 
@@ -386,6 +391,38 @@ class QuiesceSession:
 
     # ---------------------------------------------------------------- release
 
+    def prepare_release(self) -> None:
+        """Start each armed host's thaw now, over the held connections, waiting for the go:
+        :meth:`release` then sends one line per host instead of starting a command on each,
+        so the thaw comes one round trip after the copy. Call it after :meth:`freeze` when this
+        session releases after the copy; :meth:`close` ends the waiting thaws untouched."""
+        spec = self.spec
+        with self._lock:
+            if self._staged is not None or not self._armed:
+                return
+            hosts = list(dict.fromkeys(self._armed))
+            self._staged = staged = {host: _StagedThaw(host) for host in hosts}
+        self._go.clear()
+        # The release may come any time before the guardians' deadline (and after it).
+        extra = 2 * (spec.max_seconds or 0)
+        for holder in staged.values():
+            holder.start(lambda h: self._thaw(h, "thaw", ready=self._wait_go, extra=extra))
+
+    def _wait_go(self) -> bool:
+        self._go.wait()
+        return self._go_value
+
+    def _end_staged(self, go: bool, timeout: float) -> dict[_Host, Answer | Exception]:
+        """Tell the thaws started ahead to go (or stop); their outcomes, once ended."""
+        with self._lock:
+            staged, self._staged = self._staged, None
+        if not staged:
+            return {}
+        self._go_value = go
+        self._go.set()
+        deadline = time.monotonic() + timeout
+        return {host: holder.wait(deadline) for host, holder in staged.items()}
+
     def release_armed(self, reason: str, hosts: Sequence[_Host] | None = None) -> list[_Host]:
         """Release the hosts this session armed (or ``hosts``) over the open connections;
         errors are logged, not raised. Answers the hosts released.
@@ -393,6 +430,7 @@ class QuiesceSession:
         :param reason: ``rollback`` (a failed freeze) or ``kill`` (the task is being killed)
         :param hosts: only these (default: every host armed so far)
         """
+        self._end_staged(False, 10)
         with self._lock:
             targets = list(dict.fromkeys(self._armed if hosts is None else hosts))
         if not targets:
@@ -417,7 +455,19 @@ class QuiesceSession:
         :raises QuiesceError: a host could not be released (``result`` has the report)
         :raises GuardianFiredError: under policy ``fail``, a guardian thawed first
         """
-        done = self._each(self.hosts[::-1], lambda h: self._thaw(h, "thaw"))
+        spec = self.spec
+        wait = spec.guardian_wait + spec.probe_timeout * max(
+            (len(h.mounts) for h in self.hosts), default=1
+        )
+        ahead = self._end_staged(True, wait + SSH_SLACK)
+        done: dict[_Host, Answer | Exception] = {
+            h: a
+            for h, a in ahead.items()
+            if isinstance(a, Answer) and a.report.get("status") != "not-started"
+        }
+        # Not started ahead, or that failed: a thaw now (idempotent: it finds what is left).
+        rest = [h for h in self.hosts[::-1] if h not in done]
+        done |= self._each(rest, lambda h: self._thaw(h, "thaw"))
         earlier = controller_freezes(freeze_report)
         records: list[HostReport] = []
         errors: list[Exception] = []
@@ -454,7 +504,14 @@ class QuiesceSession:
             self.log.warning("%s", message)
         return report
 
-    def _thaw(self, host: _Host, reason: str) -> Answer:
+    def _thaw(
+        self,
+        host: _Host,
+        reason: str,
+        *,
+        ready: Callable[[], bool] | None = None,
+        extra: float = 0,
+    ) -> Answer:
         spec = self.spec
         args = qc.thaw_args(
             host.gid,
@@ -463,9 +520,10 @@ class QuiesceSession:
             probe_timeout=spec.probe_timeout,
             wait=spec.guardian_wait,
             profile=spec.profile,
+            staged=ready is not None,
         )
-        timeout = spec.guardian_wait + spec.probe_timeout * len(host.mounts) + SSH_SLACK
-        return host.run("thaw", "thaw", args, timeout=timeout)
+        timeout = spec.guardian_wait + spec.probe_timeout * len(host.mounts) + SSH_SLACK + extra
+        return host.run("thaw", "thaw", args, timeout=timeout, ready=ready)
 
     def _thaw_record(self, host: _Host, answer: Answer | None) -> HostReport:
         report = answer.report if answer is not None else {}
@@ -534,6 +592,33 @@ class QuiesceSession:
             exc = future.exception()
             outcomes[host] = exc if isinstance(exc, Exception) else future.result()
         return outcomes
+
+
+class _StagedThaw:
+    """One host's thaw started ahead of the release (a thread waiting for the go)."""
+
+    def __init__(self, host: _Host) -> None:
+        self.host = host
+        self.outcome: Answer | Exception | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, work: Callable[[_Host], Answer]) -> None:
+        def run() -> None:
+            try:
+                self.outcome = work(self.host)
+            except Exception as exc:  # a result, as in _each
+                self.outcome = exc
+
+        # A daemon: a task that exits without releasing must not wait for it.
+        self.thread = threading.Thread(target=run, name="quiesce-thaw-ahead", daemon=True)
+        self.thread.start()
+
+    def wait(self, deadline: float) -> Answer | Exception:
+        assert self.thread is not None
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.thread.is_alive() or self.outcome is None:
+            return TimeoutError(f"{self.host.label}: the thaw started ahead did not end in time")
+        return self.outcome
 
 
 class _Gate:

@@ -77,3 +77,39 @@ def test_a_staged_arm_freezes_nothing_before_the_go_nor_when_the_controller_goes
     assert "not frozen" in report["error"]
     assert report["mount"] == [f"pending {mount}"]
     assert write_finishes(mount / "after", timeout=5)
+
+
+def test_a_release_prepared_ahead_waits_for_the_release_and_close_leaves_the_freeze(
+    loops, writers, ssh_conns
+) -> None:
+    # prepare_release starts each host's thaw during the copy; it thaws nothing until
+    # release(). A session closed without releasing ends those thaws untouched: the freeze holds
+    # until a release (here another session's, as the safety net's).
+    from airflow_provider_skytap.quiesce.session import QuiesceSession
+    from airflow_provider_skytap.quiesce.spec import QuiesceSpec, QuiesceTarget
+
+    conns = ssh_conns(2, prefix="quiesce_ahead")
+    mounts = {cid: [str(loops.make(f"a{i}"))] for i, cid in enumerate(conns)}
+    feed = [writers(loops.mounts[i]) for i in range(2)]
+    spec = QuiesceSpec.build(mounts=mounts, max_freeze_seconds=60)
+    targets = [QuiesceTarget(cid, cid, cid, cid) for cid in conns]
+    first, second = unique_run_id("ahead-1"), unique_run_id("ahead-2")
+    with QuiesceSession(spec, targets, dag_id="quiesce_test", run_id=first) as session:
+        session.freeze()
+        session.prepare_release()
+        assert_all_stalled(feed)
+        thawed = session.release()
+    for writer in feed:
+        writer.wait_progress()
+    assert thawed.consistency == "application-consistent"
+    assert {h.guardian for h in thawed.hosts} == {"told"}
+    with QuiesceSession(spec, targets, dag_id="quiesce_test", run_id=second) as session:
+        session.freeze()
+        session.prepare_release()
+    assert_all_stalled(feed)
+    with QuiesceSession(spec, targets, dag_id="quiesce_test", run_id=second) as later:
+        again = later.release()
+    for writer in feed:
+        writer.wait_progress()
+    assert again.consistency == "application-consistent"
+    assert {h.guardian for h in again.hosts} == {"told"}
