@@ -334,7 +334,7 @@ def session_floor(args: argparse.Namespace, vms: Any, hosts_list: list[int]) -> 
     def mark(listeners: list[int]) -> None:
         marks.append((time.process_time(), _ns_cpu(listeners)))
 
-    class Session(QuiesceSession):  # type: ignore[misc, valid-type]
+    class Session(QuiesceSession):
         listeners: list[int] = []
 
         def _each(self, hosts: Any, work: Any) -> Any:
