@@ -113,3 +113,33 @@ def test_a_release_prepared_ahead_waits_for_the_release_and_close_leaves_the_fre
         writer.wait_progress()
     assert again.consistency == "application-consistent"
     assert {h.guardian for h in again.hosts} == {"told"}
+
+
+def test_a_connection_lost_during_the_copy_is_released_over_a_new_login(
+    loops, writers, ssh_conns
+) -> None:
+    # The connections held through the copy drop (a network blip, sshd restarted): the thaws
+    # started ahead end with them, and release() logs in again and thaws every host.
+    from airflow_provider_skytap.quiesce.session import QuiesceSession
+    from airflow_provider_skytap.quiesce.spec import QuiesceSpec, QuiesceTarget
+
+    conns = ssh_conns(2, prefix="quiesce_drop")
+    mounts = {cid: [str(loops.make(f"d{i}"))] for i, cid in enumerate(conns)}
+    feed = [writers(loops.mounts[i]) for i in range(2)]
+    spec = QuiesceSpec.build(mounts=mounts, max_freeze_seconds=60)
+    targets = [QuiesceTarget(cid, cid, cid, cid) for cid in conns]
+    with QuiesceSession(
+        spec, targets, dag_id="quiesce_test", run_id=unique_run_id("drop")
+    ) as session:
+        session.freeze()
+        session.prepare_release()
+        lost = [h.hook.client for h in session.hosts]
+        for client in lost:
+            client.close()
+        assert_all_stalled(feed)
+        thawed = session.release()
+        assert all(h.hook.client not in lost for h in session.hosts)  # logged in again
+    for writer in feed:
+        writer.wait_progress()
+    assert thawed.consistency == "application-consistent"
+    assert {h.guardian for h in thawed.hosts} == {"told"}
