@@ -53,7 +53,24 @@ GOALS = {"dags_test": 2.0, "scheduler": 10.0}
 # Issue 13's targets for the overhead under dags test, by host count.
 HOST_GOALS = {1: 0.6, 16: 1.0, 64: 2.0}
 RUNNERS = {"dags_test": "airflow dags test", "scheduler": "scheduler (LocalExecutor)"}
-TASKS = ("freeze", "clone", "wait_for_clone", "thaw")
+# The chain's steps: today's task ids (freeze, clone, wait_for_clone, thaw) and a TaskGroup's
+# (backup.freeze, backup.copy, backup.wait, backup.thaw): the id's last part names the step.
+TASKS = ("freeze", "clone", "copy", "wait_for_clone", "wait", "thaw")
+
+
+def _step(task_id: str) -> str:
+    return task_id.rsplit(".", 1)[-1]
+
+
+def chain_results(res: dict[tuple[str, int], Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The thaw task's report and the copy (a mapping with its ``id``) from a run's XComs
+    (``(task_id, map_index) -> value``), for either chain."""
+    steps = {_step(task): value for (task, index), value in res.items() if index == -1}
+    thaw = steps["thaw"]
+    copy_ = steps.get("clone") or steps.get("copy") or thaw.get("copy")
+    if not isinstance(copy_, dict) or "id" not in copy_:
+        raise KeyError(f"no copy id in the chain's results: {sorted(steps)}")
+    return thaw, copy_
 
 
 def env_id(hosts: int) -> str:
@@ -130,9 +147,9 @@ def measure(
         raise KeyError("the thaw report has no freeze window")
     tasks = {}
     for ti in tis:
-        if ti["task_id"] in TASKS:
+        if _step(ti["task_id"]) in TASKS:
             start, end = _epoch(ti.get("start")), _epoch(ti.get("end"))
-            tasks[ti["task_id"]] = {
+            tasks[_step(ti["task_id"])] = {
                 "start": None if start is None else round(start - first, 3),
                 "end": None if end is None else round(end - first, 3),
             }
@@ -486,9 +503,7 @@ def run_cases(args: argparse.Namespace) -> dict[str, Any]:
                         }
                         ok = airflow_cli.succeeded(done)
                         try:
-                            fig = measure(
-                                res[("thaw", -1)], res[("clone", -1)], sim.admin.state(), tis
-                            )
+                            fig = measure(*chain_results(res), sim.admin.state(), tis)
                         except (KeyError, StopIteration, AssertionError) as err:
                             out["errors"].append(f"dags test {hosts} hosts {date}: {err!r}")
                             print((done.stdout + done.stderr)[-3000:], file=sys.stderr)
@@ -567,8 +582,11 @@ def start_tree(
     bench.mkdir(exist_ok=True)
     for name in ("__init__.py", "common.py", "freeze_window.py"):
         shutil.copy(ROOT / "bench" / name, bench / name)
-    # The lab is the harness, not what is measured: the same VMs for both trees.
-    shutil.copy(ROOT / "demo" / "lab.py", tree / "demo" / "lab.py")
+    # The lab is the harness, not what is measured: the same VMs for both trees (a tree whose
+    # lab has them already keeps its own).
+    lab = tree / "demo" / "lab.py"
+    if "private_state" not in lab.read_text():
+        shutil.copy(ROOT / "demo" / "lab.py", lab)
     cmd = [sys.executable, "-m", "bench.freeze_window", "--raw-out", str(raw)]
     cmd += ["--hosts", args.hosts, "--copy-seconds", str(args.copy_seconds)]
     cmd += ["--dags-test-runs", str(args.dags_test_runs)]
@@ -830,10 +848,18 @@ def steps_table(steps: dict[str, Any]) -> str:
 def tasks_table(figs: dict[str, Any]) -> str:
     """Median start and end of each task, seconds after the first freeze."""
     rows = []
+    seen = {
+        t
+        for runner in ("dags_test", "scheduler")
+        for runs in figs.get(runner, {}).values()
+        for r in runs
+        for t in r.get("tasks", {})
+    }
+    present = [t for t in TASKS if t in seen]
     for runner in ("dags_test", "scheduler"):
         for hosts, runs in sorted(figs.get(runner, {}).items(), key=lambda x: int(x[0])):
             row = [RUNNERS[runner], hosts]
-            for task in TASKS:
+            for task in present:
                 starts = [r["tasks"][task]["start"] for r in runs if task in r["tasks"]]
                 ends = [r["tasks"][task]["end"] for r in runs if task in r["tasks"]]
                 starts = [x for x in starts if x is not None]
@@ -846,7 +872,7 @@ def tasks_table(figs: dict[str, Any]) -> str:
             rows.append(row)
     return (
         "Each task's start and end (Airflow's task instance times), median seconds after the "
-        "first freeze:\n\n" + table(["runner", "hosts", *TASKS], rows)
+        "first freeze:\n\n" + table(["runner", "hosts", *present], rows)
     )
 
 
