@@ -425,7 +425,7 @@ cmd_arm() {
         [ -f "$dir/status" ] && IFS= read -r st <"$dir/status"
         case $st in frozen | failed | cancelled | thawed) break ;; esac
         # The go may have come before the guardian waited for it (USR2 again, like USR1).
-        [ "$st" = ready ] && [ "$_go" = go ] && kill -USR2 "$(getv pid)" 2>/dev/null
+        [ "$st" = ready ] && [ "$_go" = go ] && guardian_alive && kill -USR2 "$_pid" 2>/dev/null
         if [ $((_left % 20)) = 0 ] && [ -f "$dir/pid" ] && ! guardian_alive &&
             [ ! -f "$dir/result" ]; then
             report_state
@@ -475,7 +475,9 @@ arm_go() {
     say ready 1
     IFS= read -r _go || :
     if [ "$_go" = go ]; then
-        kill -USR2 "$(getv pid)" 2>/dev/null
+        # Only to our guardian (USR2 ends a process that does not expect it): one that ended
+        # meanwhile (a rollback told it) shows in its status.
+        guardian_alive && kill -USR2 "$_pid" 2>/dev/null
         return 0
     fi
     request_thaw stop
