@@ -559,12 +559,11 @@ def _scheduler(
                     for t in stack.task_instances(DAG_ID, run_id)
                 ]
                 try:
-                    fig = measure(
-                        stack.xcom(DAG_ID, run_id, "thaw"),
-                        stack.xcom(DAG_ID, run_id, "clone"),
-                        sim.admin.state(),
-                        tis,
-                    )
+                    res = {}
+                    for ti in tis:  # each chain step's result, whichever chain this tree has
+                        if _step(ti["task_id"]) in ("thaw", "clone", "copy"):
+                            res[(ti["task_id"], -1)] = stack.xcom(DAG_ID, run_id, ti["task_id"])
+                    fig = measure(*chain_results(res), sim.admin.state(), tis)
                 except Exception as err:  # a failed run: say so, go on
                     print(f"scheduler {hosts} hosts {run_id}: {err!r}", file=sys.stderr)
                     continue
