@@ -86,18 +86,18 @@ def instrumented(probe: Probe) -> Iterator[None]:
 
     exec_original = q._Host._exec
 
-    def timed_exec(self: Any, step: str, command: str, timeout: float) -> Any:
+    def timed_exec(self: Any, step: str, command: str, timeout: float, *rest: Any) -> Any:
         if self.hook.client is None:
             start = time.monotonic()
             with contextlib.suppress(Exception):  # the real call below reports the error
                 self.hook.get_conn()
             probe.add("connect", self.label, start, time.monotonic())
-        return exec_original(self, step, command, timeout)
+        return exec_original(self, step, command, timeout, *rest)
 
     try:
         for name, fn in originals.items():
             setattr(q.QuiesceSession, name, wrap(steps[name], fn))
-        q._Host._exec = timed_exec  # type: ignore[method-assign]
+        q._Host._exec = timed_exec  # type: ignore[method-assign, assignment]
         yield
     finally:
         for name, fn in originals.items():

@@ -116,6 +116,7 @@ mkdir -p {mount}
 mount -o loop "$1" {mount}
 "$2" "$3" {mount}/{records} {mount}/{committed} "$4" </dev/null >/dev/null 2>&1 &
 [ -z "$6" ] || mount --bind /dev/null "$6"
+if [ -n "$7" ]; then mkdir -p "$7"; mount -t tmpfs -o size=16m,mode=700 skytap-lab-run "$7"; fi
 exec {sshd} -D -e -f "$5"
 """
 
@@ -280,7 +281,9 @@ class Lab:
     few cores measure SSH and the freeze, not the writers' fsyncs); the root kind only.
     ``plain_shell=True``: inside each VM, the login user's ``~/.bashrc`` reads as empty (bash
     sources it for every command sshd runs; this machine's may do slow work, such as ``pyenv
-    init``, that a VM's would not); the root kind only.
+    init``, that a VM's would not); the root kind only. ``private_state=True``: each VM has
+    its own ``/run/skytap-quiesce`` (a tmpfs in its namespace), as a real VM's /run is its own,
+    rather than this machine's, where every lab and test leaves its records; the root kind only.
     """
 
     rootless: bool = False
@@ -288,6 +291,7 @@ class Lab:
     size_mb: int = 32
     writer: bool = True
     plain_shell: bool = False
+    private_state: bool = False
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="skytap-lab-")))
     vms: list[LabVM] = field(default_factory=list)
     host_key: str = ""
@@ -356,6 +360,7 @@ class Lab:
                         str(vm.writer_pidfile),
                         str(config),
                         self._bashrc(),
+                        "/run/skytap-quiesce" if self.private_state else "",
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -65,8 +65,9 @@ USER_STATE_DIR = "/tmp/skytap-quiesce-<uid>"  # noqa: S108 (made 0700 and its ow
 # Shell: set b to that directory, made 0700 if missing; refuse it (an @@sq error line, exit 1)
 # unless it is a real directory of this user that nobody else may write to, since the script
 # run from it and the records in it decide what runs as this user.
-_USER_DIR_SH = (
-    'u=$(id -u); b=/tmp/skytap-quiesce-$u; w=; mkdir -m 700 "$b" 2>/dev/null || :; '
+_UID_SH = "u=$(id -u); "
+_USER_DIR_SH = _UID_SH + (
+    'b=/tmp/skytap-quiesce-$u; w=; mkdir -m 700 "$b" 2>/dev/null || :; '
     'if [ -L "$b" ] || [ ! -d "$b" ]; then w="is not a directory"; '
     'elif [ "$(stat -c %u "$b")" != "$u" ]; then '
     'w="belongs to uid $(stat -c %u "$b"), not to this user (uid $u)"; '
@@ -138,9 +139,11 @@ def run_command(action: str, args: Sequence[str], *, sudo: bool) -> str:
     its own directory (:data:`USER_STATE_DIR`), found and checked on the VM.
     """
     script = guardian_script()
+    # The uid is asked once, here, and handed to the script (one fork less per command).
+    user_dir = _USER_DIR_SH[len(_UID_SH) :]
     runner = (
-        f'if [ "$(id -u)" = 0 ]; then s=$0; else {_USER_DIR_SH}s=$b/lib/${{0##*/}}; fi; '
-        f'[ -f "$s" ] || exit {NOT_INSTALLED}; exec sh "$s" "$@"'
+        f'{_UID_SH}if [ "$u" = 0 ]; then s=$0; else {user_dir}s=$b/lib/${{0##*/}}; fi; '
+        f'[ -f "$s" ] || exit {NOT_INSTALLED}; export SKYTAP_QUIESCE_UID="$u"; exec sh "$s" "$@"'
     )
     words = ["sh", "-c", runner, script.path, action, *args]
     return _sudo(sudo) + shlex.join(words)
@@ -367,12 +370,18 @@ def arm_args(
     options: Mapping[str, str],
     max_seconds: int,
     step_timeout: int,
+    staged: bool = False,
 ) -> list[str]:
     args = ["--id", gid, "--profile", profile, "--max-seconds", str(max_seconds)]
     args += ["--step-timeout", str(step_timeout)]
     for key, value in sorted(options.items()):
         args += ["--opt", f"{key}={value}"]
-    return [*args, "--", *mounts]
+    return [*args, *(["--staged"] if staged else []), "--", *mounts]
+
+
+# arm --staged says this line when its guardian is ready, thaw --staged when it is started; each
+# then reads go (or stop).
+READY_LINE = REPORT_PREFIX + "ready=1"
 
 
 def thaw_args(
@@ -383,7 +392,8 @@ def thaw_args(
     probe_timeout: int,
     wait: int,
     profile: str = "fsfreeze",
+    staged: bool = False,
 ) -> list[str]:
     args = ["--id", gid, "--profile", profile, "--reason", reason]
-    args += ["--probe-timeout", str(probe_timeout)]
+    args += ["--probe-timeout", str(probe_timeout), *(["--staged"] if staged else [])]
     return [*args, "--wait", str(wait), "--", *mounts]

@@ -18,14 +18,20 @@
 #   verdict            thaw task, after the record: last report lines
 #
 #   preflight --id ID --profile P [--allow-system-mounts] -- MOUNT...
-#   arm --id ID --profile P --max-seconds N --step-timeout N [--opt KEY=VALUE]... -- MOUNT...
+#   arm --id ID --profile P --max-seconds N --step-timeout N [--opt KEY=VALUE]... [--staged]
+#       -- MOUNT...
 #       Start the guardian (detached, its own session) and wait until it holds or failed. The
-#       guardian runs prepare, arms its deadline timer and backstop, runs begin, then holds
-#       until the thaw task tells it, a signal arrives, or the deadline passes; then end.
-#   thaw --id ID --profile P --probe-timeout N --wait N [--reason R] -- MOUNT...
+#       guardian starts its backstop, runs prepare, arms its deadline timer, runs begin, then
+#       holds until the thaw task tells it, a signal arrives, or the deadline passes; then end.
+#       --staged: once the guardian and its backstop run, arm says ready=1 and reads a line:
+#       go starts the hold, anything else (or no input) ends the guardian with nothing held.
+#       The controller sends go when every host is ready, so the first freeze comes after
+#       every host's login and start-up, not in the middle of them.
+#   thaw --id ID --profile P --probe-timeout N --wait N [--reason R] [--staged] -- MOUNT...
 #       Tell the guardian to end the hold and wait for its record; then release, in reverse
 #       order, whatever it still holds, and check with a bounded write that every mount is
-#       writable. Works with no guardian.
+#       writable. Works with no guardian. --staged: say ready=1 and read a line first; go
+#       thaws, anything else (or no input) exits touching nothing.
 #   run DIR, backstop DIR: internal (the detached guardian and its watchdog).
 #
 # State, logs and the control channel live in /run/skytap-quiesce/ID (tmpfs), never on a
@@ -106,11 +112,31 @@ hook() {
     "$_h" "$@"
 }
 
-# The pid recorded in DIR/pid still runs this guardian: not a recycled pid, and not a zombie
-# (kill -0 succeeds on a zombie; its cmdline is empty).
+# proc_stat PID: the process's state (_ps; Z: a zombie) and start time (_pstart, clock ticks
+# after boot) from /proc/PID/stat, with builtins only; 1 if there is no such process.
+proc_stat() {
+    _l=
+    { IFS= read -r _l <"/proc/$1/stat"; } 2>/dev/null || return 1
+    set -- ${_l##*) } # the fields after the command's name (which may hold anything)
+    [ $# -ge 20 ] || return 1
+    _ps=$1
+    shift 19
+    _pstart=$1
+}
+
+# The pid recorded in DIR/pid still runs this guardian: not a recycled pid (its start time is
+# the one the guardian recorded), and not a zombie. Builtins only: the thaw, the arm and the
+# backstop ask it in loops, and on a busy VM each fork counts. A record from an earlier version
+# of this script has no start time: its command line says.
 guardian_alive() {
-    _pid=$(getv pid)
+    _pid= _start=
+    [ -f "$dir/pid" ] && IFS= read -r _pid <"$dir/pid"
     is_uint "$_pid" || return 1
+    if [ -f "$dir/pid_start" ]; then
+        IFS= read -r _start <"$dir/pid_start"
+        proc_stat "$_pid" && [ "$_ps" != Z ] && [ "$_pstart" = "$_start" ]
+        return
+    fi
     kill -0 "$_pid" 2>/dev/null || return 1
     tr '\0' ' ' <"/proc/$_pid/cmdline" 2>/dev/null | grep -qF -- " run $dir" || return 1
 }
@@ -143,7 +169,7 @@ probe() {
     (
         trap '' HUP INT TERM QUIT
         touch -c -h -- "$1"
-    ) </dev/null >/dev/null 2>"$_e" 7>&- 8>&- &
+    ) </dev/null >/dev/null 2>"$_e" 6>&- 7>&- 8>&- 9>&- &
     _p=$!
     if ! poll "$2" ended "$_p"; then
         probe_err="a write did not finish within $2 s"
@@ -162,7 +188,8 @@ probe() {
 run_step() {
     _name=$1
     shift
-    timeout -k 5 "$step_timeout" "$@" </dev/null >"$dir/$_name.out" 2>"$dir/$_name.err" 7>&-
+    timeout -k 5 "$step_timeout" "$@" </dev/null >"$dir/$_name.out" 2>"$dir/$_name.err" \
+        6>&- 7>&- 9>&-
     _rc=$?
     if [ "$_rc" -ne 0 ]; then
         step_err=$(oneline <"$dir/$_name.err")
@@ -198,6 +225,7 @@ parse() {
         --probe-timeout) probe_timeout=$2; shift ;;
         --wait) wait_s=$2; shift ;;
         --reason) reason=$2; shift ;;
+        --staged) staged=1 ;;
         --opt)
             _k=${2%%=*}
             case $_k in '' | *[!a-z_]*) fail args "invalid option name '$_k'" 2 ;; esac
@@ -265,20 +293,44 @@ load() {
     profile=$(getv profile)
 }
 
+# The locks a guardian holds (flock, released by the kernel when it exits or dies): DIR/arming
+# (fd 9, taken by arm and inherited) until the hold is taken or failed, and DIR/life (fd 6) for
+# its whole life. arm and thaw wait on them instead of polling; nothing the guardian starts
+# inherits them.
 cmd_run() {
     load "$1"
     fired=
     trap 'fired=${fired:-told}' USR1
     trap 'fired=${fired:-signal}' TERM INT HUP QUIT
+    proc_stat $$ && setv pid_start "$_pstart"
     setv pid $$
+    # The backstop ends the hold if this shell dies; it learns the deadline once there is one.
+    setsid sh "$0" backstop "$dir" </dev/null >>"$dir/log" 2>&1 6>&- 7>&- 9>&- &
+    if [ -f "$dir/staged" ]; then
+        # arm --staged: everything above is done before any host freezes; the hold starts on
+        # the go (USR2), when every host's guardian is this far. Nothing is held meanwhile.
+        go=
+        trap 'go=1' USR2
+        sleep "$(getv staged)" >/dev/null 2>&1 6>&- 7>&- 9>&- &
+        _gt=$!
+        setv status ready
+        while [ -z "$go" ] && [ -z "$fired" ] && kill -0 "$_gt" 2>/dev/null; do
+            wait "$_gt"
+        done
+        kill "$_gt" 2>/dev/null
+        if [ -z "$go" ]; then
+            fired=${fired:-not-started}
+            finish cancelled
+            exit 1
+        fi
+    fi
     setv status preparing
     hook prepare || { finish failed; exit 1; }
     # Armed: the deadline timer runs before the hold is taken, so nothing stays held longer
-    # than max_seconds even if this shell is stopped. The backstop ends it if this shell dies.
-    sleep "$max_seconds" >/dev/null 2>&1 7>&- &
+    # than max_seconds even if this shell is stopped.
+    sleep "$max_seconds" >/dev/null 2>&1 6>&- 7>&- 9>&- &
     timer=$!
     setv deadline_at "$(($(date +%s) + max_seconds))"
-    setsid sh "$0" backstop "$dir" </dev/null >>"$dir/log" 2>&1 7>&- &
     hook begin
     _rc=$?
     if [ -d "$dir/finishing" ]; then
@@ -294,6 +346,7 @@ cmd_run() {
         exit 1
     fi
     setv status frozen
+    exec 9>&- # arm may answer now
     # The hold: until told, a signal, or the deadline.
     while [ -z "$fired" ]; do
         wait "$timer"
@@ -310,12 +363,22 @@ cmd_backstop() {
     # finished 5 s after its deadline, end the hold in its place. It ignores the signals the
     # guardian handles, so that a signal to the whole group still lets the guardian do it.
     load "$1"
-    trap '' HUP INT TERM QUIT USR1
-    _limit=$(($(getv deadline_at) + 5))
+    trap '' HUP INT TERM QUIT USR1 USR2
+    _limit=
+    _n=0
     while [ ! -f "$dir/result" ]; do
         guardian_alive || { fired='guardian-died'; break; }
-        [ "$(date +%s)" -lt "$_limit" ] || { fired=backstop; break; }
+        if [ -z "$_limit" ] && [ -f "$dir/deadline_at" ]; then
+            _limit=$(($(getv deadline_at) + 5))
+            _n=0
+        fi
+        if [ -n "$_limit" ]; then
+            # The clock every 10 s, counted in between (a late count only delays the backstop).
+            if [ $((_n % 10)) = 0 ]; then _now=$(date +%s); else _now=$((_now + 1)); fi
+            [ "$_now" -lt "$_limit" ] || { fired=backstop; break; }
+        fi
         sleep 1
+        _n=$((_n + 1))
     done
     [ -f "$dir/result" ] && exit 0
     finish thawed && say backstop "$fired"
@@ -342,12 +405,27 @@ cmd_arm() {
     setv max_seconds "$max_seconds"
     setv step_timeout "$step_timeout"
     setv status arming
+    # --staged: the guardian waits for the go this long at most (longer than the controller
+    # waits for every host to be ready).
+    [ "$staged" = 1 ] && setv staged "$((step_timeout + 120))"
+    # The guardian inherits the arming lock (fd 9) and lets go of it once it holds or failed:
+    # the wait below ends then, not at its next poll. Without flock, it polls.
+    _lk=
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$dir/arming" 6>"$dir/life"
+        flock -n 9 && flock -n 6 && _lk=1
+    fi
     setsid sh "$0" run "$dir" </dev/null >>"$dir/log" 2>&1 &
+    exec 9>&- 6>&-
+    _go=
+    [ "$staged" = 1 ] && arm_go
     _left=$(((step_timeout + 60) * 20))
     while :; do
         st=
         [ -f "$dir/status" ] && IFS= read -r st <"$dir/status"
         case $st in frozen | failed | cancelled | thawed) break ;; esac
+        # The go may have come before the guardian waited for it (USR2 again, like USR1).
+        [ "$st" = ready ] && [ "$_go" = go ] && guardian_alive && kill -USR2 "$_pid" 2>/dev/null
         if [ $((_left % 20)) = 0 ] && [ -f "$dir/pid" ] && ! guardian_alive &&
             [ ! -f "$dir/result" ]; then
             report_state
@@ -357,12 +435,55 @@ cmd_arm() {
             report_state
             fail arm "the guardian did not finish freezing within $((step_timeout + 60)) s" 3
         fi
-        sleep 0.05
-        _left=$((_left - 1))
+        if [ -n "$_lk" ]; then
+            # At most 1 s; free at once: the guardian let go (or died), so poll from now on.
+            flock -w 1 "$dir/arming" true 2>/dev/null && _lk=
+            _left=$((_left - 20))
+        else
+            sleep 0.05
+            _left=$((_left - 1))
+        fi
     done
     report_state
     [ "$st" = frozen ] || exit 1
     exit 0
+}
+
+# arm_go: arm --staged, before any host freezes: wait (polling) until the guardian is ready,
+# say so (ready=1), then read one line from the controller: go, or anything else (stop, or the
+# end of the input when the controller went away), which ends the guardian without a hold.
+arm_go() {
+    _go=
+    _left=$(((step_timeout + 60) * 20))
+    while :; do
+        st=
+        [ -f "$dir/status" ] && IFS= read -r st <"$dir/status"
+        case $st in ready | frozen | failed | cancelled | thawed) break ;; esac
+        if [ $((_left % 20)) = 0 ] && [ -f "$dir/pid" ] && ! guardian_alive &&
+            [ ! -f "$dir/result" ]; then
+            report_state
+            fail arm "the guardian exited before it was ready; its log: $(tail -c 800 "$dir/log")"
+        fi
+        if [ "$_left" -le 0 ]; then
+            report_state
+            fail arm "the guardian was not ready within $((step_timeout + 60)) s" 3
+        fi
+        sleep 0.05
+        _left=$((_left - 1))
+    done
+    [ "$st" = ready ] || return 0
+    say ready 1
+    IFS= read -r _go || :
+    if [ "$_go" = go ]; then
+        # Only to our guardian (USR2 ends a process that does not expect it): one that ended
+        # meanwhile (a rollback told it) shows in its status.
+        guardian_alive && kill -USR2 "$_pid" 2>/dev/null
+        return 0
+    fi
+    request_thaw stop
+    wait_result "$step_timeout" || :
+    report_state
+    fail arm "not frozen: the controller stopped before the freeze (another host failed)"
 }
 
 # Records of finished guardians older than a week go; /run is cleared at boot anyway.
@@ -396,9 +517,12 @@ request_thaw() {
 }
 
 # wait_result SECONDS: until the guardian has written its record (USR1 again every second, in
-# case the first arrived between its checks). 1 if it is still running at the end.
+# case the first arrived between its checks). 1 if it is still running at the end. It waits on
+# the guardian's life lock (free once it exited) where there is one, else it polls.
 wait_result() {
     _n=0
+    _lk=
+    [ -f "$dir/life" ] && command -v flock >/dev/null 2>&1 && _lk=1
     while [ ! -f "$dir/result" ]; do
         if ! guardian_alive; then
             sleep 0.2
@@ -406,6 +530,14 @@ wait_result() {
             return
         fi
         [ "$_n" -ge $(($1 * 20)) ] && return 1
+        if [ -n "$_lk" ]; then
+            # Free: the guardian exited (the loop looks at its record); else USR1 again.
+            if flock -w 1 "$dir/life" true 2>/dev/null; then _lk=; else
+                kill -USR1 "$(getv pid)" 2>/dev/null
+            fi
+            _n=$((_n + 20))
+            continue
+        fi
         [ $((_n % 20)) = 19 ] && kill -USR1 "$(getv pid)" 2>/dev/null
         sleep 0.05
         _n=$((_n + 1))
@@ -446,7 +578,18 @@ cmd_thaw() {
     is_uint "$probe_timeout" || fail args "probe timeout must be a whole number" 2
     is_uint "$wait_s" || fail args "wait must be a whole number" 2
     case $reason in thaw | rollback | kill) ;; *) fail args "unknown reason '$reason'" 2 ;; esac
-    mkdir -p "$BASE" || fail thaw "cannot create $BASE"
+    [ -d "$BASE" ] || mkdir -p "$BASE" || fail thaw "cannot create $BASE"
+    if [ "$staged" = 1 ]; then
+        # Started ahead (during the copy): the thaw begins on the controller's go; anything
+        # else (stop, or the end of the input) leaves everything as it is.
+        say ready 1
+        _go=
+        IFS= read -r _go || :
+        if [ "$_go" != go ]; then
+            say status not-started
+            exit 0
+        fi
+    fi
 
     dir=$BASE/$id
     n=0
@@ -546,10 +689,13 @@ main() {
     shift
     case $_cmd in
     preflight | arm | thaw)
-        allow=0 id='' profile=fsfreeze max_seconds='' step_timeout='' dir=''
+        allow=0 id='' profile=fsfreeze max_seconds='' step_timeout='' dir='' staged=0
         probe_timeout=10 wait_s=30 reason=thaw
         parse "$@"
-        if [ "$(id -u)" != 0 ] && hook needs_root; then
+        # The runner asked the uid (SKYTAP_QUIESCE_UID); run by hand, ask it here.
+        _uid=${SKYTAP_QUIESCE_UID:-}
+        is_uint "$_uid" || _uid=$(id -u)
+        if [ "$_uid" != 0 ] && hook needs_root; then
             fail "$_cmd" "profile '$profile' freezes filesystems, which needs root, and this \
 runs as $(id -un 2>/dev/null || id -u) without sudo: log in as root, or give the user \
 passwordless sudo (use_sudo); where filesystems cannot be frozen, use profile 'app' (the \

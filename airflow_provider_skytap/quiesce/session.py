@@ -131,9 +131,21 @@ class _Host:
     def address(self) -> str:
         return f"{self.hook.username}@{self.hook.remote_host}:{self.hook.port}"
 
-    def run(self, step: str, action: str, args: Sequence[str], *, timeout: float) -> Answer:
+    def run(
+        self,
+        step: str,
+        action: str,
+        args: Sequence[str],
+        *,
+        timeout: float,
+        ready: Callable[[], bool] | None = None,
+    ) -> Answer:
         """Run one guardian command (installing the script first if the VM lacks it); a
-        non-zero exit raises :class:`HostStepError` with the script's own reason."""
+        non-zero exit raises :class:`HostStepError` with the script's own reason.
+
+        :param ready: for ``arm --staged``: called when the command says ready; True sends
+            go, False stop
+        """
         try:
             sudo = self.sudo
         except Exception as exc:  # the SSH connection cannot be read or is incomplete
@@ -141,7 +153,7 @@ class _Host:
             raise HostStepError(self.label, f"{step} (ssh connection)", how) from exc
         command = qc.run_command(action, args, sudo=sudo)
         sent = time.time()
-        code, out, err = self._exec(step, command, timeout)
+        code, out, err = self._exec(step, command, timeout, ready)
         if code == qc.NOT_INSTALLED:
             install_code, install_out, install_err = self._exec(
                 step, qc.install_command(sudo=sudo), 120
@@ -158,7 +170,7 @@ class _Host:
                     stderr=install_err,
                 )
             sent = time.time()
-            code, out, err = self._exec(step, command, timeout)
+            code, out, err = self._exec(step, command, timeout, ready)
         report = self._parse(step, out)
         report["exit_code"] = code
         report["stderr"] = err
@@ -181,7 +193,9 @@ class _Host:
         except qc.ReportError as exc:
             raise HostStepError(self.label, step, str(exc)) from exc
 
-    def _exec(self, step: str, command: str, timeout: float) -> tuple[int, str, str]:
+    def _exec(
+        self, step: str, command: str, timeout: float, ready: Callable[[], bool] | None = None
+    ) -> tuple[int, str, str]:
         try:
             client = self.hook.get_conn()
         except Exception as exc:
@@ -189,7 +203,7 @@ class _Host:
             how = f"as {user!r} with ssh_conn_id {self.target.ssh_conn_id!r}: {_describe(exc)}"
             raise HostStepError(self.label, f"{step} (ssh connect)", how) from exc
         try:
-            code, out, err = _run_to_eof(client, command, timeout, self.hook.log)
+            code, out, err = _run_to_eof(client, command, timeout, self.hook.log, ready)
         except Exception as exc:
             raise HostStepError(self.label, step, f"ssh: {_describe(exc)}") from exc
         return code, out.decode("utf-8", "replace"), _tail(err.decode("utf-8", "replace"))
@@ -228,6 +242,9 @@ class QuiesceSession:
         self._armed: list[_Host] = []
         self._lock = threading.Lock()
         self._records: dict[str, HostReport] = {}
+        self._staged: dict[_Host, _StagedThaw] | None = None
+        self._go = threading.Event()
+        self._go_value = False
 
     def __enter__(self) -> QuiesceSession:
         return self
@@ -236,7 +253,9 @@ class QuiesceSession:
         self.close()
 
     def close(self) -> None:
-        """Close every SSH connection this session opened."""
+        """Close every SSH connection this session opened (a thaw started ahead by
+        :meth:`prepare_release` and never released ends first, touching nothing)."""
+        self._end_staged(False, 10)
         for host in self.hosts:
             host.close()
 
@@ -270,8 +289,13 @@ class QuiesceSession:
                 raise QuiesceError(message, result=report.to_xcom())
             self.log.warning("%s; going on crash-consistent without those hosts", message)
         ready = [h for h in self.hosts if h not in failed]
+        # Every host's login and guardian start before the first freeze: the arms wait for
+        # each other (all at once, so only up to max_parallel hosts), then all go together.
+        gate = None
+        if 1 < len(ready) <= spec.max_parallel:
+            gate = _Gate(len(ready), all_or_none=spec.failure_policy == "fail")
         try:
-            frozen = self._each(ready, lambda h: self._arm(h, records[h.gid]))
+            frozen = self._each(ready, lambda h: self._arm(h, records[h.gid], gate))
         except BaseException:
             # Interrupted (task timeout, KeyboardInterrupt): never leave anything frozen.
             self.release_armed("rollback")
@@ -318,7 +342,7 @@ class QuiesceSession:
         self.log.info("%s: preflight ok (%s)", host.label, host.address())
         return answer
 
-    def _arm(self, host: _Host, record: HostReport) -> Answer:
+    def _arm(self, host: _Host, record: HostReport, gate: _Gate | None = None) -> Answer:
         spec = self.spec
         assert spec.max_seconds is not None
         with self._lock:
@@ -331,13 +355,27 @@ class QuiesceSession:
             options=spec.options,
             max_seconds=spec.max_seconds,
             step_timeout=spec.step_timeout,
+            staged=gate is not None,
         )
+        # Staged: up to step_timeout + 60 s until every host is ready, as long again to freeze.
+        timeout = (2 if gate else 1) * (spec.step_timeout + 60) + SSH_SLACK
+        arrived = False
+
+        def ready() -> bool:
+            nonlocal arrived
+            arrived = True
+            assert gate is not None
+            return gate.arrive(True, spec.step_timeout + 60)
+
         try:
-            answer = host.run("freeze", "arm", args, timeout=spec.step_timeout + 60 + SSH_SLACK)
+            answer = host.run("freeze", "arm", args, timeout=timeout, ready=ready if gate else None)
         except HostStepError as exc:
             if exc.answer is not None:
                 _arm_fields(record, exc.answer)
             raise
+        finally:
+            if gate is not None and not arrived:
+                gate.arrive(False, 0)  # failed before it was ready: the others need not wait
         _arm_fields(record, answer)
         record.note_clock(answer)
         record.consistency, record.error = APPLICATION_CONSISTENT, None
@@ -353,6 +391,38 @@ class QuiesceSession:
 
     # ---------------------------------------------------------------- release
 
+    def prepare_release(self) -> None:
+        """Start each armed host's thaw now, over the held connections, waiting for the go:
+        :meth:`release` then sends one line per host instead of starting a command on each,
+        so the thaw comes one round trip after the copy. Call it after :meth:`freeze` when this
+        session releases after the copy; :meth:`close` ends the waiting thaws untouched."""
+        spec = self.spec
+        with self._lock:
+            if self._staged is not None or not self._armed:
+                return
+            hosts = list(dict.fromkeys(self._armed))
+            self._staged = staged = {host: _StagedThaw(host) for host in hosts}
+        self._go.clear()
+        # The release may come any time before the guardians' deadline (and after it).
+        extra = 2 * (spec.max_seconds or 0)
+        for holder in staged.values():
+            holder.start(lambda h: self._thaw(h, "thaw", ready=self._wait_go, extra=extra))
+
+    def _wait_go(self) -> bool:
+        self._go.wait()
+        return self._go_value
+
+    def _end_staged(self, go: bool, timeout: float) -> dict[_Host, Answer | Exception]:
+        """Tell the thaws started ahead to go (or stop); their outcomes, once ended."""
+        with self._lock:
+            staged, self._staged = self._staged, None
+        if not staged:
+            return {}
+        self._go_value = go
+        self._go.set()
+        deadline = time.monotonic() + timeout
+        return {host: holder.wait(deadline) for host, holder in staged.items()}
+
     def release_armed(self, reason: str, hosts: Sequence[_Host] | None = None) -> list[_Host]:
         """Release the hosts this session armed (or ``hosts``) over the open connections;
         errors are logged, not raised. Answers the hosts released.
@@ -360,6 +430,7 @@ class QuiesceSession:
         :param reason: ``rollback`` (a failed freeze) or ``kill`` (the task is being killed)
         :param hosts: only these (default: every host armed so far)
         """
+        self._end_staged(False, 10)
         with self._lock:
             targets = list(dict.fromkeys(self._armed if hosts is None else hosts))
         if not targets:
@@ -384,7 +455,19 @@ class QuiesceSession:
         :raises QuiesceError: a host could not be released (``result`` has the report)
         :raises GuardianFiredError: under policy ``fail``, a guardian thawed first
         """
-        done = self._each(self.hosts[::-1], lambda h: self._thaw(h, "thaw"))
+        spec = self.spec
+        wait = spec.guardian_wait + spec.probe_timeout * max(
+            (len(h.mounts) for h in self.hosts), default=1
+        )
+        ahead = self._end_staged(True, wait + SSH_SLACK)
+        done: dict[_Host, Answer | Exception] = {
+            h: a
+            for h, a in ahead.items()
+            if isinstance(a, Answer) and a.report.get("status") != "not-started"
+        }
+        # Not started ahead, or that failed: a thaw now (idempotent: it finds what is left).
+        rest = [h for h in self.hosts[::-1] if h not in done]
+        done |= self._each(rest, lambda h: self._thaw(h, "thaw"))
         earlier = controller_freezes(freeze_report)
         records: list[HostReport] = []
         errors: list[Exception] = []
@@ -421,7 +504,14 @@ class QuiesceSession:
             self.log.warning("%s", message)
         return report
 
-    def _thaw(self, host: _Host, reason: str) -> Answer:
+    def _thaw(
+        self,
+        host: _Host,
+        reason: str,
+        *,
+        ready: Callable[[], bool] | None = None,
+        extra: float = 0,
+    ) -> Answer:
         spec = self.spec
         args = qc.thaw_args(
             host.gid,
@@ -430,9 +520,10 @@ class QuiesceSession:
             probe_timeout=spec.probe_timeout,
             wait=spec.guardian_wait,
             profile=spec.profile,
+            staged=ready is not None,
         )
-        timeout = spec.guardian_wait + spec.probe_timeout * len(host.mounts) + SSH_SLACK
-        return host.run("thaw", "thaw", args, timeout=timeout)
+        timeout = spec.guardian_wait + spec.probe_timeout * len(host.mounts) + SSH_SLACK + extra
+        return host.run("thaw", "thaw", args, timeout=timeout, ready=ready)
 
     def _thaw_record(self, host: _Host, answer: Answer | None) -> HostReport:
         report = answer.report if answer is not None else {}
@@ -503,23 +594,91 @@ class QuiesceSession:
         return outcomes
 
 
+class _StagedThaw:
+    """One host's thaw started ahead of the release (a thread waiting for the go)."""
+
+    def __init__(self, host: _Host) -> None:
+        self.host = host
+        self.outcome: Answer | Exception | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self, work: Callable[[_Host], Answer]) -> None:
+        def run() -> None:
+            try:
+                self.outcome = work(self.host)
+            except Exception as exc:  # a result, as in _each
+                self.outcome = exc
+
+        # A daemon: a task that exits without releasing must not wait for it.
+        self.thread = threading.Thread(target=run, name="quiesce-thaw-ahead", daemon=True)
+        self.thread.start()
+
+    def wait(self, deadline: float) -> Answer | Exception:
+        assert self.thread is not None
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.thread.is_alive() or self.outcome is None:
+            return TimeoutError(f"{self.host.label}: the thaw started ahead did not end in time")
+        return self.outcome
+
+
+class _Gate:
+    """Where the staged arms wait for each other: every host ready (or failed) before any goes.
+
+    :param hosts: how many arms arrive
+    :param all_or_none: policy ``fail``: one host failing stops every host (nothing frozen)
+    """
+
+    def __init__(self, hosts: int, *, all_or_none: bool) -> None:
+        self.hosts = hosts
+        self.all_or_none = all_or_none
+        self.arrived = 0
+        self.failed = False
+        self.cond = threading.Condition()
+
+    def arrive(self, ok: bool, timeout: float) -> bool:
+        """One arm arrives (``ok``: its guardian is ready); waits for the others (at most
+        ``timeout`` s) and answers whether this host goes."""
+        with self.cond:
+            self.arrived += 1
+            self.failed = self.failed or not ok
+            self.cond.notify_all()
+            everyone = self.cond.wait_for(lambda: self.arrived >= self.hosts, timeout)
+            if not ok:
+                return False
+            if not everyone:
+                self.failed = True  # a host never got ready: nobody waits any longer
+                self.cond.notify_all()
+                return not self.all_or_none
+            return not (self.all_or_none and self.failed)
+
+
 # After the exit status, how long the output's end (EOF) may still take to arrive.
 EOF_GRACE = 5.0
 
 
-def _run_to_eof(client: Any, command: str, timeout: float, logger: Any) -> tuple[int, bytes, bytes]:
+def _run_to_eof(
+    client: Any,
+    command: str,
+    timeout: float,
+    logger: Any,
+    ready: Callable[[], bool] | None = None,
+) -> tuple[int, bytes, bytes]:
     """Run ``command`` on a paramiko client and read stdout and stderr to their end.
 
     ``SSHHook.exec_ssh_client_command`` stops reading once the exit status has come and no
     data is waiting at that instant; sshd may send the exit status before the last of the
     output, so the end of a report went missing now and then. Here the output is read up to
     its EOF (at most :data:`EOF_GRACE` seconds after the exit status, in case a process the
-    command left behind holds the pipe open). Each report line is logged, as the hook did.
+    command left behind holds the pipe open). The output is logged, one event per stream.
+    With ``ready`` (``arm --staged``) the input stays open until the command says
+    :data:`commands.READY_LINE`; then ``ready()`` decides: go (True) or stop (False).
     """
     logger.info("Running command: %s", command)
     _stdin, stdout, _stderr = client.exec_command(command, timeout=timeout)
     channel = stdout.channel
-    channel.shutdown_write()
+    if ready is None:
+        channel.shutdown_write()
+    marker = qc.READY_LINE.encode() + b"\n"
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     exited_at: float | None = None
@@ -531,6 +690,12 @@ def _run_to_eof(client: Any, command: str, timeout: float, logger: Any) -> tuple
                 out += channel.recv(65536)
             while channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
+            if ready is not None and (out.startswith(marker) or b"\n" + marker in out):
+                go = ready()
+                ready = None
+                channel.sendall(b"go\n" if go else b"stop\n")
+                channel.shutdown_write()
+                continue
             if channel.eof_received and not channel.recv_ready():
                 break
             now = time.monotonic()
@@ -544,10 +709,14 @@ def _run_to_eof(client: Any, command: str, timeout: float, logger: Any) -> tuple
         raise TimeoutError(f"no answer within {timeout:g} s")
     code = channel.recv_exit_status()
     channel.close()
-    for line in bytes(out).decode("utf-8", "replace").splitlines():
-        logger.info("%s", line)
-    for line in bytes(err).decode("utf-8", "replace").splitlines():
-        logger.warning("%s", line)
+    # One log event per stream, a line each inside it: with many hosts, a log event per report
+    # line was most of the controller's CPU between the first freeze and the last thaw.
+    text = bytes(out).decode("utf-8", "replace").rstrip("\n")
+    if text:
+        logger.info("%s", text)
+    text = bytes(err).decode("utf-8", "replace").rstrip("\n")
+    if text:
+        logger.warning("%s", text)
     return code, bytes(out), bytes(err)
 
 

@@ -312,6 +312,7 @@ def test_the_per_user_state_dir_is_found_on_the_vm() -> None:
     words = shlex.split(qc.run_command("thaw", ["--id", "g"], sudo=False))
     runner = words[2]
     assert words[3] == qc.guardian_script().path
-    assert 'if [ "$(id -u)" = 0 ]; then s=$0; else' in runner
+    assert runner.startswith('u=$(id -u); if [ "$u" = 0 ]; then s=$0; else')
+    assert 'export SKYTAP_QUIESCE_UID="$u"; exec sh "$s" "$@"' in runner  # asked once
     assert "b=/tmp/skytap-quiesce-$u" in runner and "s=$b/lib/${0##*/}" in runner
     assert "/tmp/skytap-quiesce-0" not in runner

@@ -27,7 +27,7 @@ mysql_pre_freeze() {
     [ -n "$(opt socket)" ] && set -- "$@" "--socket=$(opt socket)"
     _u=$(opt os_user root)
     [ "$_u" = root ] || set -- runuser -u "$_u" -- "$@"
-    "$@" <"$_fifo" >"$dir/mysql.out" 2>"$dir/mysql.err" &
+    "$@" <"$_fifo" >"$dir/mysql.out" 2>"$dir/mysql.err" 6>&- 9>&- &
     setv mysql_pid $!
     exec 7>"$_fifo"
     printf '%s\n' "SELECT CONCAT('skytap-quiesce-version ', @@version);" >&7
