@@ -24,7 +24,7 @@ from .models import (
 
 
 class SeedDoc(BaseModel):
-    """The seed file format (docs/simulator.md, "Seed format"); resources mirror the API's shapes."""
+    """The seed file format (docs/simulator.md, "Seed format"); resources mirror the API."""
 
     model_config = ConfigDict(extra="forbid")
 
