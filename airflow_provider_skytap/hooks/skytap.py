@@ -255,6 +255,10 @@ def _boolean(extra: dict[str, Any], key: str, default: bool, cid: str) -> bool:
     raise ValueError(f"connection {cid!r}: extra {key!r} must be true or false, got {value!r}")
 
 
+#: The Skytap connection the operators use unless told otherwise.
+DEFAULT_CONN_ID = "skytap_default"
+
+
 class _SkytapHookBase(BaseHook):
     """Connection handling shared by the sync and async hooks."""
 

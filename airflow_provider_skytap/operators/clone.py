@@ -40,14 +40,13 @@ from airflow_provider_skytap.hooks.api import (
     check_region,
     describe,
 )
-from airflow_provider_skytap.hooks.skytap import SkytapHook
+from airflow_provider_skytap.hooks.skytap import DEFAULT_CONN_ID, SkytapHook
 from airflow_provider_skytap.links import SkytapResourceLink, persist
 from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_CONN_ID = "skytap_default"
 # Templated, so a DAG can take them from its params; checked in execute.
 _WAIT_FIELDS = ("poll_interval", "max_poll_interval", "timeout", "log_every")
 

@@ -21,8 +21,7 @@ from airflow_provider_skytap.hooks.api import (
     describe,
     readiness,
 )
-from airflow_provider_skytap.hooks.skytap import SkytapHook, SkytapNotFoundError
-from airflow_provider_skytap.operators.clone import DEFAULT_CONN_ID
+from airflow_provider_skytap.hooks.skytap import DEFAULT_CONN_ID, SkytapHook, SkytapNotFoundError
 from airflow_provider_skytap.operators.quiesce import APPLICATION_CONSISTENT, CRASH_CONSISTENT
 
 if TYPE_CHECKING:
