@@ -8,10 +8,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_skytap import checks
-from airflow_provider_skytap.hooks.api import SkytapAuthError, SkytapNotFoundError
+from airflow_provider_skytap.exceptions import InvalidValueError
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.quiesce.report import (
     APPLICATION_CONSISTENT,
@@ -234,7 +232,11 @@ class QuiesceOperator(BaseOperator):
             for ep in endpoints
         ]
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def open_session(self, context: Context) -> QuiesceSession:
+        """The checked settings and the resolved targets as a session (no host touched yet).
+
+        :raises InvalidValueError: a bad value (named), before any host is contacted
+        """
         try:  # a bad value fails the task at once, without retries, before any host
             spec = self.spec()
             targets = self.resolve_targets()
@@ -244,11 +246,10 @@ class QuiesceOperator(BaseOperator):
             session = QuiesceSession(
                 spec, targets, dag_id=self.dag_id, run_id=str(context["run_id"]), logger=self.log
             )
+        except InvalidValueError:
+            raise
         except ValueError as exc:
-            raise checks.InvalidValueError(str(exc)) from None
-        except (SkytapNotFoundError, SkytapAuthError) as exc:
-            # No such environment, or the token refused: a retry meets the same answer.
-            raise AirflowFailException(str(exc)) from exc
+            raise InvalidValueError(str(exc)) from None
         self.log.info(
             "%s %d host(s), profile %s: %s",
             self.action.capitalize(),
@@ -257,7 +258,10 @@ class QuiesceOperator(BaseOperator):
             "; ".join(f"{h.label} {h.mounts}" for h in session.hosts),
         )
         self._session = session
-        with session:
+        return session
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with self.open_session(context) as session:
             if self.action == "freeze":
                 return session.freeze().to_xcom()
             try:
