@@ -29,6 +29,7 @@ from airflow_provider_skytap.consistency import (
     FreezeWindow,
     marked_token,
     not_ours_reason,
+    owner_of,
     window_tokens,
 )
 from airflow_provider_skytap.exceptions import (
@@ -281,6 +282,18 @@ class CopyService:
         self, target: Target, spec: CheckedCopy, *, retry_busy: bool = True
     ) -> dict[str, Any]:
         """POST the copy under its (window-marked) name, then tag it; answers the copy."""
+        made = self.request(target, spec, retry_busy=retry_busy)
+        self.ensure_tags(target, made)
+        return made
+
+    def request(
+        self, target: Target, spec: CheckedCopy, *, retry_busy: bool = True
+    ) -> dict[str, Any]:
+        """POST the copy under its (window-marked) name only; answers the copy (untagged).
+
+        The hook never sends the POST twice: after an ambiguous failure only a resource with
+        this name and an id it had not seen before counts as the one this POST made.
+        """
         eid = spec.environment_id
         name = target.requested_name
         if target.kind == "template":
@@ -291,8 +304,20 @@ class CopyService:
             made = self.hook.copy_environment(
                 eid, name=name, vm_ids=spec.vm_ids, live=spec.live, retry_busy=retry_busy
             )
-        self.ensure_tags(target, made)
         return made
+
+    def claim(self, target: Target, resource: Mapping[str, Any], token: str) -> None:
+        """Tag a copy this run requested whose tagging failed (its id came from this run's own
+        XCom): only when its name carries this window's mark and the connection's user made
+        it; then it must pass :meth:`prove_ours` like any other."""
+        owner = owner_of(resource)
+        if (
+            token
+            and marked_token(str(resource.get("name") or ""), target.name) == token
+            and owner is not None
+            and owner.casefold() == self.hook.connection_user.casefold()
+        ):
+            self.ensure_tags(target, resource)
 
     def source_ready(self, kind: Kind, source_id: str, source: Mapping[str, Any]) -> str | None:
         """None when ``source`` may be copied now; the reason it is busy otherwise.

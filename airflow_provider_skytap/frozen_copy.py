@@ -432,27 +432,20 @@ class FreezeAndCopyOperator(QuiesceOperator):
     ) -> dict[str, Any]:
         """Request the copy; on a failure, release the VMs and raise (nothing was requested).
 
-        A request whose answer was lost may still have made the copy: it is looked up by its
-        window-marked name (unique to this window) before giving up.
+        The hook never sends the POST twice and, after an answer that was lost, finds the
+        copy by its window-marked name (unique to this window): an error here means no copy.
         """
         try:
-            return service.create(target, spec)
+            made = service.request(target, spec)
         except BaseException as err:
-            made = None
-            if isinstance(err, Exception):
-                try:
-                    found = service.find(target)
-                except Exception:
-                    found = None
-                if found is not None and target.window and target.window.token in found.windows:
-                    made = found.resource
-            if made is not None:
-                service.ensure_tags(target, made)
-                self.log.warning("The request failed (%s) but made %s", err, made["id"])
-                return made
             self.log.error("The copy could not be requested (%s): releasing the VMs", err)
             session.release_armed("rollback")
             raise
+        try:
+            service.ensure_tags(target, made)
+        except Exception as err:  # requested: nothing freezes again; the copy task tags it
+            self.log.warning("Could not tag %s yet (%s); the copy task tags it", made["id"], err)
+        return made
 
     def _adopt(
         self,
@@ -546,6 +539,9 @@ class AdoptCopyOperator(BaseOperator):
         target = service.live_clone_target(
             spec, dag_id=self.dag_id, context=context, source={"region": resource.get("region")}
         )
+        if info.get("requested_in_window"):  # this run's freeze made it: tag it if it could not
+            service.claim(target, resource, str(info.get("window") or ""))
+            resource = self.hook.get_resource(kind, rid)
         service.prove_ours(target, resource)
         url = self.hook.ui_url(kind, rid)
         persist(context, kind, rid, url)
@@ -737,8 +733,13 @@ def frozen_copy(
     quiesce = quiesce or choice_from_params(skytap_conn_id=skytap_conn_id)
     group = FrozenCopyGroup(group_id=group_id)
     with group:
+        # A failed freeze has released what it froze: its retry may come soon.
         freeze = FreezeAndCopyOperator(
-            task_id="freeze", quiesce=quiesce, copy=copy, chain_id=group_id
+            task_id="freeze",
+            quiesce=quiesce,
+            copy=copy,
+            chain_id=group_id,
+            retry_delay=timedelta(seconds=10),
         )
         adopt = AdoptCopyOperator(
             task_id="copy",
