@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, Param, TaskGroup, TriggerRule, XComArg
 
-from airflow_provider_skytap import checks
 from airflow_provider_skytap.consistency import (
     CONFIRMED,
     INCONSISTENT,
@@ -298,19 +297,6 @@ def choice_from_params(
     )
 
 
-def _conf_keys(context: Context) -> None:
-    """Refuse a run's conf key that is no param of the DAG (a typo, or a field removed from
-    the form, such as a command): named, before anything is frozen."""
-    dag_run = context.get("dag_run")
-    dag = context.get("dag")
-    if dag is None:
-        return
-    try:
-        checks.conf_keys(getattr(dag_run, "conf", None), dag.params)
-    except ValueError as exc:
-        raise InvalidValueError(str(exc)) from None
-
-
 class FreezeAndCopyOperator(QuiesceOperator):
     """The ``freeze`` task of :func:`frozen_copy`: freeze, request the copy, release when done.
 
@@ -359,7 +345,6 @@ class FreezeAndCopyOperator(QuiesceOperator):
         self.max_poll_interval = max_poll_interval
 
     def execute(self, context: Context) -> dict[str, Any]:
-        _conf_keys(context)
         self.quiesce.apply(self)
         spec = self.copy.checked()
         ti = context["ti"]

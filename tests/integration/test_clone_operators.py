@@ -386,3 +386,25 @@ def test_a_non_live_clone_must_be_asked_for_and_warns(
     run_task(clone(skytap_conn, live=False), context())
     assert "Skytap will SUSPEND the environment's running VMs" in capsys.readouterr().out
     assert {vm["runstate"] for vm in hook.get_environment(ENV)["vms"]} == {"suspended"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"environment_id": "10 01"}, "environment_id"),
+        ({"target": "snapshot"}, "target"),
+        ({"vm_ids": ["1"]}, "vm_ids"),
+        ({"poll_interval": 0}, "poll_interval"),
+    ],
+)
+def test_a_bad_value_is_final_and_named_before_any_call(
+    skytap_conn: str, sim: Any, kwargs: dict[str, Any], field: str
+) -> None:
+    sim.admin.clear_requests()
+    with DAG(DAG_ID, schedule=None):
+        settings = {"environment_id": ENV, **FAST, **kwargs}
+        op = LiveCloneOperator(task_id="clone", skytap_conn_id=skytap_conn, **settings)
+    with pytest.raises(InvalidValueError, match=field) as err:
+        run_task(op)
+    assert is_final(err.value), "Airflow would retry it: the same value fails the same way"
+    assert api_requests(sim) == []

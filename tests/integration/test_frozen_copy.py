@@ -234,24 +234,3 @@ def test_a_run_cannot_choose_a_profile_or_connection_the_dag_does_not_list(
         Run(dag).run(group.freeze)
     assert is_final(err.value)
     assert api_requests(sim) == [], "nothing asked of Skytap, so no VM reached either"
-
-
-def test_a_conf_key_that_is_no_param_is_refused_before_anything_runs(
-    sim: Any, on_lab: lab.Lab
-) -> None:
-    """A conf with profile=custom and a command: "pre_freeze_command" is no param of a DAG
-    whose presets hold the commands; refused by name before anything is frozen."""
-    with DAG(DAG_ID, schedule=None, params={"environment_id": ENV}) as dag:
-        group = frozen_copy(
-            copy=CopySpec(environment_id=ENV),
-            quiesce=QuiesceChoice(
-                environment_id=ENV, mounts=mounts_of(on_lab), presets=PRESETS, preset="app-pidfile"
-            ),
-        )
-    run = Run(dag)
-    ctx = run.context(group.freeze.task_id)
-    ctx["dag_run"].conf = {"pre_freeze_command": "touch /tmp/pwned", "profile": "custom"}
-    sim.admin.clear_requests()
-    with pytest.raises(InvalidValueError, match="conf: 'pre_freeze_command' is not a param"):
-        group.freeze.execute(ctx)
-    assert api_requests(sim) == []
