@@ -129,3 +129,31 @@ def test_a_bad_value_fails_the_task_without_a_retry(home: Path, sim: Sim, tmp_pa
     assert "environment_id" in done.stdout + done.stderr
     [ti] = airflow_cli.run_record(env, "bad_value")["task_instances"]
     assert (ti["state"], ti["try_number"]) == ("failed", 1)
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"profile": "custom", "pre_freeze_command": "touch {marker}"},
+        {"profile": "app", "pre_freeze_command": "touch {marker}", "post_thaw_command": "true"},
+        {"ssh_conn_id": "skytap_default"},
+    ],
+    ids=["custom-command", "app-command", "other-connection"],
+)
+def test_a_trigger_cannot_run_a_command_on_the_vms_or_pick_a_connection(
+    run_env: dict[str, str], lab_sim: Sim, vms: lab.Lab, tmp_path: Path, conf: dict[str, Any]
+) -> None:
+    """Finding 2: what a user allowed only to trigger the DAG sends in the conf. The run is
+    refused, naming the field and the value; no command runs on a VM, no VM is frozen."""
+    marker = tmp_path / "ran-on-the-vm"
+    conf = {k: v.format(marker=marker) if isinstance(v, str) else v for k, v in conf.items()}
+    lab_sim.admin.clear_requests()
+    done = airflow_cli.dags_test(run_env, BACKUP, "2026-11-30", FAST | conf, timeout=300)
+    out = done.stdout + done.stderr
+    assert not airflow_cli.succeeded(done)
+    field = "ssh_conn_id" if "ssh_conn_id" in conf else "profile"
+    assert field in out and repr(conf[field]).strip("'") in out, out[-3000:]
+    assert not marker.exists(), "the conf's command ran on a VM"
+    assert vms.frozen() == []
+    posts = [r for r in lab_sim.admin.requests() if r["method"] == "POST"]
+    assert posts == []
