@@ -73,11 +73,7 @@ def test_no_private_airflow_import() -> None:
     bad = []
     for path, tree in modules():
         for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module
-                and _airflow(node.module)
-            ):
+            if isinstance(node, ast.ImportFrom) and node.module and _airflow(node.module):
                 parts = node.module.split(".")
                 names = [a.name for a in node.names]
                 if any(p.startswith("_") for p in parts) or any(n.startswith("_") for n in names):
