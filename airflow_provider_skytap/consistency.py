@@ -32,6 +32,7 @@ from typing import Any
 from airflow_provider_skytap.backups import (
     CONSISTENCY_TAG_PREFIX,
     MAX_NAME,
+    TAG_PREFIX,
     consistency,
     consistency_tag,
     provider_source_tags,
@@ -55,6 +56,7 @@ __all__ = [
     "consistency",
     "consistency_tag",
     "copy_verdict",
+    "dag_source_tags",
     "marked_token",
     "not_ours_reason",
     "owner_of",
@@ -151,6 +153,13 @@ def carries_source_tag(resource: Mapping[str, Any], tag: str) -> bool:
     """Whether ``resource`` carries the source tag ``tag`` (made by this provider for this DAG
     and source). The one place the provider reads a source tag off a resource."""
     return tag.lower() in provider_source_tags(resource)
+
+
+def dag_source_tags(resource: Mapping[str, Any], dag_id: str) -> list[str]:
+    """The source tags of this DAG (any source) that ``resource`` carries: what a region copy
+    of a backup inherits. Reads source tags the way :func:`carries_source_tag` does."""
+    mine = f"{TAG_PREFIX}{dag_id}/".lower()
+    return sorted(t for t in provider_source_tags(resource) if t.startswith(mine))
 
 
 def owner_of(resource: Mapping[str, Any]) -> str | None:

@@ -13,17 +13,16 @@ from airflow.sdk.configuration import conf
 
 from airflow_provider_skytap import checks
 from airflow_provider_skytap.backups import (
-    TAG_PREFIX,
     backup_name,
     check_tags,
     consistency,
     consistency_tag,
-    provider_source_tags,
     run_stamp,
     source_tag,
     time_tag,
     time_tags,
 )
+from airflow_provider_skytap.consistency import dag_source_tags
 from airflow_provider_skytap.copies import CopyService, CopySpec, Target
 from airflow_provider_skytap.exceptions import (
     InvalidValueError,
@@ -461,8 +460,7 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
                 f"target_region {region!r} is the region template {tid} is in already; "
                 "a DR copy needs another region"
             )
-        mine = f"{TAG_PREFIX}{self.dag_id}/".lower()
-        inherited = sorted(t for t in provider_source_tags(source) if t.startswith(mine))
+        inherited = dag_source_tags(source, self.dag_id)
         stamp, when = run_stamp(context)
         if len(inherited) == 1:
             tag = inherited[0]
