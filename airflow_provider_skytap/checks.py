@@ -10,14 +10,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
+from airflow_provider_skytap.exceptions import InvalidValueError as InvalidValueError
 from airflow_provider_skytap.hooks.api import REGIONS, check_region
-
-
-class InvalidValueError(AirflowFailException, ValueError):
-    """A value the task was given is wrong: the task fails without retrying (a retry would
-    meet the same value)."""
 
 
 def positive_seconds(field: str, value: Any) -> float:

@@ -1,24 +1,26 @@
 """Nightly application-consistent backup of a Skytap environment, with copies in DR regions.
 
-dr_regions -> freeze -> clone -> wait_for_clone -> thaw -> copy_to_dr (one per region) -> prune
+dr_regions -> backup.freeze -> backup.copy -> backup.wait -> backup.thaw -> copy_to_dr -> prune
 
 0. ``dr_regions``: checks the DR regions (Skytap's names, each once, not the environment's own
    region) before anything is frozen or copied, so a typo fails the run at once.
-1. ``freeze``: over SSH, a guardian on every VM freezes the mounts (after the profile's
-   preparation, e.g. a PostgreSQL CHECKPOINT) and thaws by itself after
+1. ``backup.freeze``: over SSH, a guardian on every VM freezes the mounts (after the
+   preset's preparation, e.g. a PostgreSQL CHECKPOINT) and thaws by itself after
    ``max_freeze_seconds`` whatever happens to Airflow. Once every VM is frozen it requests
-   the clone at once (Airflow takes seconds to start the next task: that would be downtime).
-2. ``clone``: saves the running environment as a template (a Skytap live clone). Its name is
-   derived from the DAG, the environment and the logical date, so a retry or a re-run of the
-   same date finds the template an earlier try made instead of making a second one (and the
-   clone task finds the one the freeze task requested). It waits for the template itself,
-   polling every 0.5-1 s (every second of it is the application's downtime, so it does not
-   defer), and thaws the VMs the moment the template is complete.
-3. ``wait_for_clone``: checks the template is complete (it pokes; it does not defer).
-4. ``thaw``: runs whatever happened upstream (``all_done``), thaws whatever is still frozen,
-   checks every mount is writable and reports per VM how long it was frozen and whether the
-   copy is application-consistent, and tags the template with that verdict. It fails when a
-   guardian had to thaw on its own (the template is then tagged ``inconsistent``).
+   the template (a Skytap live clone), polls it every 0.5-1 s and releases the VMs over the
+   SSH connections it still holds the moment Skytap shows it complete: no task starts while
+   the VMs are frozen. The template's name comes from the DAG, the environment and the
+   logical date, marked with this freeze window; a retry or a re-run of the date finds the
+   one an earlier try made (and does not freeze again), and anything under that name that
+   is not provably this DAG's fails the run, named.
+2. ``backup.copy``: adopts that template (this DAG's tags, made by the connection's user)
+   and keeps its id (``chain.copy.output["id"]``); it waits for it if the freeze could not.
+3. ``backup.wait``: checks the template is complete (it pokes; it does not defer).
+4. ``backup.thaw``: runs whatever happened upstream (``all_done``), releases whatever is
+   still frozen, reports per VM how long it was frozen, and tags the template
+   ``application-consistent`` only if it was requested in this freeze window and complete
+   before the first release. It fails when a guardian had to thaw on its own (the template
+   is then tagged ``inconsistent``).
 5. ``copy_to_dr``: copies the template to each DR region; these copies take hours on Skytap,
    so each waits deferred, on the triggerer, holding no worker slot.
 6. ``prune``: keeps the newest ``keep`` backups per region made by this DAG for this
@@ -26,10 +28,12 @@ dr_regions -> freeze -> clone -> wait_for_clone -> thaw -> copy_to_dr (one per r
    count: a torn or unfinished one never pushes a good one out (it is deleted once a newer
    good one exists).
 
-If the clone fails, the VMs are thawed all the same, and the run fails: the DR copies and
+If the copy fails, the VMs are thawed all the same, and the run fails: the DR copies and
 the prune never run, and they are the run's leaves.
 
-Change the defaults below, or the values in the trigger form (Trigger DAG in the UI).
+Change the defaults below, or the values in the trigger form (Trigger DAG in the UI): the
+environment, the VMs, the mounts, the longest freeze, and a choice among the DAG's presets
+and SSH connections (no command and no connection can be typed in the form).
 Connections: ``skytap_default`` (Skytap API) and ``skytap_vm_ssh`` (SSH user and key for
 the VMs; hosts and ports come from each VM's published SSH service in Skytap).
 """
@@ -42,7 +46,13 @@ from typing import Any
 from airflow.sdk import DAG, Param, TriggerRule, task
 
 from airflow_provider_skytap import checks
-from airflow_provider_skytap.frozen_copy import frozen_copy, quiesce_params
+from airflow_provider_skytap.frozen_copy import (
+    DEFAULT_PRESETS,
+    QuiescePreset,
+    choice_from_params,
+    frozen_copy,
+    quiesce_params,
+)
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.operators.clone import CopyTemplateToRegionOperator
 from airflow_provider_skytap.operators.retention import PruneBackupsOperator
@@ -50,6 +60,24 @@ from airflow_provider_skytap.operators.retention import PruneBackupsOperator
 # Nightly at 02:00 UTC: the one place the schedule is set.
 SCHEDULE = "0 2 * * *"
 START_DATE = datetime(2026, 11, 1, tzinfo=timezone.utc)
+# How the VMs may be quiesced: the trigger form offers these names and nothing else, so a
+# user who may only trigger this DAG never writes a command that runs on the VMs. Add your
+# own here (DAG code is reviewed; the trigger form is not).
+PRESETS = {
+    **DEFAULT_PRESETS,
+    # Profile app, no root: pause the application whose pid is in writer.pid in each of the
+    # VM's directories (``mounts``), resume it after the copy. `make demo` without root uses it.
+    "app-pidfile": QuiescePreset(
+        "app",
+        pre_freeze_command='for m in $SKYTAP_QUIESCE_MOUNTS; do kill -STOP "$(cat "$m/writer.pid")"'
+        " || exit 1; done",
+        post_thaw_command='for m in $SKYTAP_QUIESCE_MOUNTS; do kill -CONT "$(cat "$m/writer.pid")"'
+        " || exit 1; done",
+        description="pause the process in writer.pid of each directory (no root)",
+    ),
+}
+# The SSH connections a run may use (the form offers these only).
+SSH_CONN_IDS = ("skytap_vm_ssh",)
 
 
 with DAG(
@@ -68,7 +96,7 @@ with DAG(
     tags=["skytap", "backup"],
     doc_md=__doc__,
     params={
-        **quiesce_params(),
+        **quiesce_params(presets=PRESETS, ssh_conn_ids=SSH_CONN_IDS),
         "dr_regions": Param(
             ["EMEA"],
             type="array",
@@ -94,7 +122,11 @@ with DAG(
         ),
     },
 ) as dag:
-    chain = frozen_copy(target="template", copy_task_id="clone", wait_task_id="wait_for_clone")
+    chain = frozen_copy(
+        group_id="backup",
+        target="template",
+        quiesce=choice_from_params(presets=PRESETS, ssh_conn_ids=SSH_CONN_IDS),
+    )
 
     @task(retries=0)  # the hook retries what is worth retrying; a bad region stays bad
     def dr_regions(params: dict[str, Any], dag: Any = None, dag_run: Any = None) -> list[str]:

@@ -1,6 +1,6 @@
 """A consistent, running copy of a live Skytap environment, for reporting or troubleshooting.
 
-freeze -> copy -> wait_for_copy -> thaw -> power_on -> delete_later -> wait_hours -> delete
+reporting_copy.freeze -> .copy -> .wait -> .thaw -> power_on -> delete_later -> wait_hours -> delete
 
 The copy is taken like the nightly backup (frozen VMs, live clone, thaw once Skytap has
 read the disks), but as an environment, which is then powered on: reports and queries
@@ -50,7 +50,7 @@ with DAG(
         ),
     },
 ) as dag:
-    chain = frozen_copy(target="environment", copy_task_id="copy", wait_task_id="wait_for_copy")
+    chain = frozen_copy(group_id="reporting_copy", target="environment")
 
     @task
     def power_on(environment_id: str) -> dict[str, Any]:

@@ -215,7 +215,7 @@ def report(
     failed = [r for r in requests if r.get("fault")]
     say(f"API: {len(requests)} requests, {len(failed)} failed on purpose and retried")
 
-    thaw = results.get(("thaw", -1)) or {}
+    thaw = results.get(("backup.thaw", -1)) or {}
     window = thaw.get("freeze_window") or {}
     say()
     say("Freeze windows (the thaw task's report):")
@@ -223,7 +223,7 @@ def report(
         say(f"   {host['host']}: frozen {host['seconds_frozen']} s, {host['consistency']}")
     say(f"   all VMs, first freeze to last thaw: {window.get('seconds')} s")
 
-    clone = results.get(("clone", -1)) or {}
+    clone = results.get(("backup.copy", -1)) or {}
     say()
     # Imported here, after the control clone: importing the operators sets up Airflow's
     # logging, which would print the control clone's hook lines into this report.

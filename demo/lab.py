@@ -422,11 +422,12 @@ class Lab:
         directory as its mount."""
         if not self.rootless:
             return {}
+        # The backup DAG's preset "app-pidfile" pauses the writer by its writer.pid in each
+        # directory (PAUSE and RESUME, for every directory): commands come from the DAG's
+        # code, never from a run's conf.
         return {
-            "profile": "app",
+            "profile": "app-pidfile",
             "mounts": {vm.name: [str(vm.directory)] for vm in self.vms},
-            "pre_freeze_command": PAUSE,
-            "post_thaw_command": RESUME,
         }
 
     def _wait_up(self, vm: LabVM) -> None:

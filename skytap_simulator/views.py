@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from .models import VM, Resource
@@ -12,6 +13,11 @@ def resource_url(base_url: str, res: Resource, v2: bool) -> str:
     """Absolute API URL of a resource (``/v2/...`` on v2 requests)."""
     prefix = "/v2" if v2 else ""
     return f"{base_url}{prefix}/{res.kind}s/{res.id}"
+
+
+def owner_id(username: str) -> str:
+    """A stable numeric user id for a user name (Skytap's ids are digits)."""
+    return str(int(hashlib.sha256(username.encode()).hexdigest()[:8], 16))
 
 
 def vm_view(st: SimState, res: Resource, vm: VM) -> dict[str, Any]:
@@ -34,6 +40,11 @@ def _common(st: SimState, res: Resource, base_url: str, v2: bool) -> dict[str, A
         "name": res.name,
         "description": res.description,
         "region": res.region,
+        # Who made it: skytap-sdk-go's Environment shows owner_id, owner_name and owner_url
+        # [CODE]; templates the same [ASSUMED]; owner_name is the user's login [ASSUMED].
+        "owner_id": owner_id(res.owner),
+        "owner_name": res.owner,
+        "owner_url": f"{base_url}{'/v2' if v2 else ''}/users/{owner_id(res.owner)}",
         "error": res.error,
         "vms": [vm_view(st, res, vm) for vm in res.vms],
         "networks": [n.model_dump(mode="json") for n in res.networks],

@@ -24,7 +24,20 @@ from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow.sdk.exceptions import AirflowException
+# The error classes are defined in airflow_provider_skytap.exceptions; importable from here.
+from airflow_provider_skytap.exceptions import SkytapAPIError as SkytapAPIError
+from airflow_provider_skytap.exceptions import SkytapAuthError as SkytapAuthError
+from airflow_provider_skytap.exceptions import SkytapBusyError as SkytapBusyError
+from airflow_provider_skytap.exceptions import SkytapError as SkytapError
+from airflow_provider_skytap.exceptions import SkytapIsolationError as SkytapIsolationError
+from airflow_provider_skytap.exceptions import SkytapNotFoundError as SkytapNotFoundError
+from airflow_provider_skytap.exceptions import SkytapRefusedError as SkytapRefusedError
+from airflow_provider_skytap.exceptions import (
+    SkytapResourceFailedError as SkytapResourceFailedError,
+)
+from airflow_provider_skytap.exceptions import SkytapResponseError as SkytapResponseError
+from airflow_provider_skytap.exceptions import SkytapScopeError as SkytapScopeError
+from airflow_provider_skytap.exceptions import SkytapWaitTimeoutError as SkytapWaitTimeoutError
 
 DEFAULT_BASE_URL = "https://cloud.skytap.com"
 Kind = Literal["environment", "template"]
@@ -70,90 +83,8 @@ T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class SkytapError(AirflowException):
-    """Base class of every error the provider raises about Skytap."""
-
-
-class SkytapAPIError(SkytapError):
-    """Skytap answered with an error, or could not be reached within the retry deadline.
-
-    :param action: what was being done, e.g. ``copy environment 1001``
-    :param status: the HTTP status, or None when no response arrived
-    :param messages: Skytap's own error messages
-    :param request_id: Skytap's ``X-Request-ID`` for the failing request, for their support
-    """
-
-    def __init__(
-        self,
-        action: str,
-        status: int | None,
-        messages: Iterable[str] = (),
-        request_id: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        self.action = action
-        self.status = status
-        self.messages = list(messages)
-        self.request_id = request_id
-        self.detail = detail
-        super().__init__(self._render())
-
-    def _render(self) -> str:
-        head = f"{self.action}: " + (f"HTTP {self.status}" if self.status else "no response")
-        parts = [head]
-        if self.messages:
-            parts.append("; ".join(self.messages))
-        if self.detail:
-            parts.append(self.detail)
-        text = ": ".join(parts)
-        if self.request_id:
-            text += f" (request id {self.request_id})"
-        return text
-
-    def __reduce__(self) -> Any:
-        return (
-            type(self),
-            (self.action, self.status, self.messages, self.request_id, self.detail),
-        )
-
-
-class SkytapNotFoundError(SkytapAPIError):
-    """The resource does not exist (HTTP 404)."""
-
-
-class SkytapAuthError(SkytapAPIError):
-    """Skytap refused the credentials (HTTP 401/403)."""
-
-
-class SkytapBusyError(SkytapAPIError):
-    """Skytap refused because the resource or a copy's source is busy (423, or 409/422
-    saying busy), and the call was asked not to retry that (``retry_busy=False``)."""
-
-
-class SkytapResourceFailedError(SkytapError):
-    """A copy, save or change ended with Skytap's ``error`` field filled in."""
-
-
-class SkytapWaitTimeoutError(SkytapError):
-    """A resource was still busy when the wait's timeout ran out."""
-
-
-class SkytapResponseError(SkytapAPIError):
-    """Skytap's answer does not have the shape the provider relies on (or is too big).
-
-    Never retried: the same request would get the same answer. Nothing is created after it.
-    """
-
-
-class SkytapScopeError(SkytapAPIError):
-    """Skytap refused ``scope=company`` for the connection's user (not a company admin)."""
-
-
-class SkytapIsolationError(SkytapError):
-    """An environment is not isolated as asked: it may reach the internet, route between its
-    networks, or be attached to a VPN or another environment. Never retried."""
+# The error classes live in airflow_provider_skytap.exceptions (one module, one retry rule);
+# they stay importable from here.
 
 
 # --------------------------------------------------------------------------- plan steps
@@ -296,6 +227,9 @@ def api_error(request: Request, response: Response) -> SkytapAPIError:
         cls = SkytapNotFoundError
     elif response.status in (401, 403):
         cls = SkytapAuthError
+    elif 400 <= response.status < 500 and response.status not in (408, 409):
+        # Refused, and the same request would be refused again: final (exceptions.py).
+        cls = SkytapRefusedError
     detail = None
     if response.status == 401:
         detail = "check the connection's Skytap user name and API security token"

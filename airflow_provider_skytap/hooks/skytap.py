@@ -21,6 +21,18 @@ import httpx
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
+from airflow_provider_skytap.exceptions import (
+    SkytapAPIError,
+    SkytapAuthError,
+    SkytapBusyError,
+    SkytapError,
+    SkytapIsolationError,
+    SkytapNotFoundError,
+    SkytapResourceFailedError,
+    SkytapResponseError,
+    SkytapScopeError,
+    SkytapWaitTimeoutError,
+)
 from airflow_provider_skytap.hooks.api import (
     DEFAULT_BASE_URL,
     EXTRA_REGIONS_KEY,
@@ -32,16 +44,6 @@ from airflow_provider_skytap.hooks.api import (
     Response,
     RetryPolicy,
     SkytapApi,
-    SkytapAPIError,
-    SkytapAuthError,
-    SkytapBusyError,
-    SkytapError,
-    SkytapIsolationError,
-    SkytapNotFoundError,
-    SkytapResourceFailedError,
-    SkytapResponseError,
-    SkytapScopeError,
-    SkytapWaitTimeoutError,
     Sleep,
     SshEndpoint,
     TransportError,
@@ -258,6 +260,10 @@ def _boolean(extra: dict[str, Any], key: str, default: bool, cid: str) -> bool:
     raise ValueError(f"connection {cid!r}: extra {key!r} must be true or false, got {value!r}")
 
 
+#: The Skytap connection the operators use unless told otherwise.
+DEFAULT_CONN_ID = "skytap_default"
+
+
 class _SkytapHookBase(BaseHook):
     """Connection handling shared by the sync and async hooks."""
 
@@ -271,18 +277,21 @@ class _SkytapHookBase(BaseHook):
         skytap_conn_id: str = default_conn_name,
         *,
         retry_policy: RetryPolicy | None = None,
+        logger: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.skytap_conn_id = skytap_conn_id
         self._retry_policy = retry_policy
+        # Where the API's progress lines go (a trigger passes its own log: the task's log).
+        self.progress_log = logger
 
     def _make_api(self, settings: ConnectionSettings) -> SkytapApi:
         policy = self._retry_policy or RetryPolicy(deadline=settings.retry_deadline)
         return SkytapApi(
             base_url=settings.base_url,
             policy=policy,
-            log=self.log,
+            log=self.progress_log or self.log,
             regions=settings.regions,
             list_scope=settings.list_scope,
         )
@@ -298,11 +307,18 @@ class SkytapHook(_SkytapHookBase):
 
     :param skytap_conn_id: a connection of type ``skytap`` (login = user, password = token)
     :param retry_policy: overrides the connection's retry deadline and backoff
+    :param logger: where progress lines go (default: the hook's own log)
     """
 
     @cached_property
     def settings(self) -> ConnectionSettings:
         return ConnectionSettings.from_connection(self.get_connection(self.skytap_conn_id))
+
+    @property
+    def connection_user(self) -> str:
+        """The Skytap user the connection logs in as (its login): whom Skytap shows as the
+        owner of what this hook makes."""
+        return self.settings.login
 
     @cached_property
     def api(self) -> SkytapApi:

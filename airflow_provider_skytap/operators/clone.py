@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -14,60 +13,41 @@ from airflow.sdk.configuration import conf
 
 from airflow_provider_skytap import checks
 from airflow_provider_skytap.backups import (
-    TAG_PREFIX,
     backup_name,
     check_tags,
     consistency,
     consistency_tag,
-    provider_source_tags,
     run_stamp,
     source_tag,
     time_tag,
     time_tags,
+)
+from airflow_provider_skytap.consistency import dag_source_tags
+from airflow_provider_skytap.copies import CopyService, CopySpec, Target
+from airflow_provider_skytap.exceptions import (
+    InvalidValueError,
+    SkytapAPIError,
+    SkytapBusyError,
+    SkytapError,
+    SkytapResourceFailedError,
+    SkytapWaitTimeoutError,
 )
 from airflow_provider_skytap.hooks.api import (
     Kind,
     check_id,
     check_name,
     check_region,
-    check_vm_ids,
     describe,
-    readiness,
-    tag_values,
 )
-from airflow_provider_skytap.hooks.skytap import (
-    SkytapAPIError,
-    SkytapBusyError,
-    SkytapError,
-    SkytapHook,
-    SkytapResourceFailedError,
-    SkytapWaitTimeoutError,
-)
+from airflow_provider_skytap.hooks.skytap import DEFAULT_CONN_ID, SkytapHook
 from airflow_provider_skytap.links import SkytapResourceLink, persist
 from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_CONN_ID = "skytap_default"
 # Templated, so a DAG can take them from its params; checked in execute.
 _WAIT_FIELDS = ("poll_interval", "max_poll_interval", "timeout", "log_every")
-
-
-@dataclass(frozen=True)
-class _Target:
-    """What the operator is to make: kind, name, region and every tag it must carry."""
-
-    kind: Kind
-    name: str
-    region: str
-    source_tag: str
-    time_tags: tuple[str, ...]
-    user_tags: tuple[str, ...] = ()
-
-    @property
-    def tags(self) -> tuple[str, ...]:
-        return (self.source_tag, *self.time_tags, *self.user_tags)
 
 
 def raise_for_event(event: Mapping[str, Any] | None) -> None:
@@ -124,15 +104,19 @@ class _SkytapCopyOperator(BaseOperator):
     def hook(self) -> SkytapHook:
         return SkytapHook(self.skytap_conn_id)
 
+    @cached_property
+    def copies(self) -> CopyService:
+        return CopyService(self.hook, self.log)
+
     # ---- what subclasses say
 
     def _source_id(self) -> str:
         raise NotImplementedError
 
-    def _target(self, context: Context, source: Mapping[str, Any]) -> _Target:
+    def _target(self, context: Context, source: Mapping[str, Any]) -> Target:
         raise NotImplementedError
 
-    def _create(self, target: _Target) -> dict[str, Any]:
+    def _create(self, target: Target) -> dict[str, Any]:
         raise NotImplementedError
 
     # ---- the flow
@@ -154,25 +138,29 @@ class _SkytapCopyOperator(BaseOperator):
         check_tags(self.tags)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        self._check_settings()
+        try:  # a bad value fails the task at once: a retry would meet the same value
+            self._check_settings()
+        except InvalidValueError:
+            raise
+        except ValueError as exc:
+            raise InvalidValueError(str(exc)) from None
         return self._start(context, time.time() + float(self.timeout))
 
     def _start(self, context: Context, deadline: float) -> dict[str, Any]:
         source_id = self._source_id()
         while True:
             source = self.hook.get_resource(self.source_kind, source_id)
-            target = self._target(context, source)
-            made = self._find(target)
+            try:
+                target = self._target(context, source)
+            except ValueError as exc:
+                raise InvalidValueError(str(exc)) from None
+            found = self.copies.find(target)
+            made = None if found is None else found.resource
             created = made is None
             if made is None:
-                state = readiness(self.source_kind, source)
-                if state.state == "failed":
-                    raise SkytapResourceFailedError(
-                        f"{describe(self.source_kind, source_id, source)} reports an error "
-                        f"({state.detail}); not copying it"
-                    )
-                if state.state == "busy":
-                    self._wait_for_source(source_id, deadline, state.detail)
+                busy = self.copies.source_ready(self.source_kind, source_id, source)
+                if busy is not None:
+                    self._wait_for_source(source_id, deadline, busy)
                     continue
                 try:
                     made = self._create(target)
@@ -187,7 +175,7 @@ class _SkytapCopyOperator(BaseOperator):
             break
         rid = str(made["id"])
         self._made = {"kind": target.kind, "id": rid, "name": target.name}
-        self._ensure_tags(target, made)
+        self.copies.ensure_tags(target, made)
         url = self.hook.ui_url(target.kind, rid)
         result: dict[str, Any] = {
             "id": rid,
@@ -211,71 +199,6 @@ class _SkytapCopyOperator(BaseOperator):
             describe(self.source_kind, source_id),
         )
         return self._finish(result, deadline)
-
-    def _find(self, target: _Target) -> dict[str, Any] | None:
-        """What an earlier try made under this name in this region, or None.
-
-        A match carrying this DAG's source tag is ours. A match with no tag of this provider
-        is adopted (a try that died between the copy and the tagging leaves one); one tagged
-        for another DAG or source is an error, never reused and never overwritten.
-        """
-        matches = self.hook.list_resources(target.kind, name=target.name, region=target.region)
-        ours = [m for m in matches if target.source_tag in provider_source_tags(m)]
-        foreign = [m for m in matches if m not in ours and provider_source_tags(m)]
-        untagged = [m for m in matches if not provider_source_tags(m)]
-        label = f"{target.kind}s named {target.name!r} in {target.region}"
-        if len(ours) > 1:
-            ids = ", ".join(str(m["id"]) for m in ours)
-            raise SkytapError(
-                f"{len(ours)} {label} carry the tag {target.source_tag!r} (ids {ids}); "
-                "delete the extra ones so the backup is unambiguous"
-            )
-        if ours:
-            return ours[0]
-        if foreign:
-            m = foreign[0]
-            raise SkytapError(
-                f"{label} already exists as {m['id']}, made by this provider for another DAG or "
-                f"source ({sorted(provider_source_tags(m))}); give this task another name"
-            )
-        if len(untagged) > 1:
-            ids = ", ".join(str(m["id"]) for m in untagged)
-            raise SkytapError(f"several {label} exist (ids {ids}); give this task another name")
-        if untagged:
-            m = untagged[0]
-            self.log.warning(
-                "Adopting %s: it has this task's name but not its tags (an earlier try "
-                "probably stopped before tagging it)",
-                describe(target.kind, str(m["id"]), m),
-            )
-            return m
-        # Skytap may not apply the name a copy asks for (its Go SDK renames afterwards); the
-        # copy is renamed once ready, and until then its tags identify it.
-        tagged = self.hook.list_resources(
-            target.kind, region=target.region, tags=[target.source_tag, *target.time_tags]
-        )
-        if len(tagged) > 1:
-            ids = ", ".join(str(m["id"]) for m in tagged)
-            raise SkytapError(
-                f"{len(tagged)} {target.kind}s in {target.region} carry the tags "
-                f"{[target.source_tag, *target.time_tags]} (ids {ids}); delete the extra ones"
-            )
-        if tagged:
-            m = tagged[0]
-            self.log.info(
-                "Found %s by its tags (Skytap named it %r, not %r)",
-                describe(target.kind, str(m["id"])),
-                m.get("name"),
-                target.name,
-            )
-            return m
-        return None
-
-    def _ensure_tags(self, target: _Target, resource: Mapping[str, Any]) -> None:
-        have = tag_values(resource)
-        missing = [t for t in target.tags if t.lower() not in have]
-        if missing:
-            self.hook.add_tags(target.kind, resource["id"], missing)
 
     def _wait_for_source(self, source_id: str, deadline: float, why: str) -> None:
         label = describe(self.source_kind, source_id)
@@ -329,18 +252,13 @@ class _SkytapCopyOperator(BaseOperator):
     def _completed(
         self, result: dict[str, Any], resource: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        # Skytap takes a description in the POST only when saving a template, may not apply
-        # the name a copy asks for, and refuses changes while a copy is busy: set both now.
-        if resource is None:
-            resource = self.hook.get_resource(result["kind"], result["id"])
-        name = result["name"] if resource.get("name") != result["name"] else None
-        description = self.description if resource.get("description") != self.description else None
-        if name is not None or description is not None:
-            if name is not None:
-                self.log.info(
-                    "Renaming %s to %r", describe(result["kind"], result["id"], resource), name
-                )
-            self.hook.update(result["kind"], result["id"], name=name, description=description)
+        self.copies.finish(
+            result["kind"],
+            result["id"],
+            name=result["name"],
+            description=self.description,
+            resource=resource,
+        )
         self.log.info("%s is ready: %s", describe(result["kind"], result["id"]), result["url"])
         return result
 
@@ -438,54 +356,32 @@ class LiveCloneOperator(_SkytapCopyOperator):
         self.vm_ids = vm_ids
         self.live = live
 
+    def spec(self) -> CopySpec:
+        """What this task copies, from its rendered fields."""
+        return CopySpec(
+            environment_id=self.environment_id,
+            target=self.target,
+            name=self.name,
+            description=self.description,
+            tags=self.tags,
+            vm_ids=self.vm_ids,
+            live=self.live,
+        )
+
     def _check_settings(self) -> None:
         super()._check_settings()
-        check_id(self.environment_id, "environment_id")
-        if self.target not in ("template", "environment"):
-            raise ValueError(f"target must be 'template' or 'environment', got {self.target!r}")
-        if not isinstance(self.live, bool):
-            raise ValueError(f"live must be True or False, got {self.live!r}")
-        if self.vm_ids is not None:
-            if self.target == "template":
-                raise ValueError(
-                    "vm_ids works with target='environment' only: Skytap saves a whole "
-                    f"environment as a template (got vm_ids={self.vm_ids!r})"
-                )
-            check_vm_ids(self.vm_ids)
+        self.spec().checked()
 
     def _source_id(self) -> str:
         return check_id(self.environment_id, "environment_id")
 
-    def _target(self, context: Context, source: Mapping[str, Any]) -> _Target:
-        eid = self._source_id()
-        stamp, when = run_stamp(context)
-        tag = source_tag(self.dag_id, "environment", eid)
-        return _Target(
-            kind="template" if self.target == "template" else "environment",
-            name=self.name or backup_name(self.dag_id, "environment", eid, stamp),
-            region=str(source.get("region") or ""),
-            source_tag=tag,
-            time_tags=(time_tag(when),),
-            user_tags=tuple(check_tags(self.tags)),
+    def _target(self, context: Context, source: Mapping[str, Any]) -> Target:
+        return self.copies.live_clone_target(
+            self.spec().checked(), dag_id=self.dag_id, context=context, source=source
         )
 
-    def _create(self, target: _Target) -> dict[str, Any]:
-        eid = self._source_id()
-        if target.kind == "template":
-            return self.hook.save_as_template(
-                eid,
-                name=target.name,
-                description=self.description,
-                live=self.live,
-                retry_busy=not self.deferrable,
-            )
-        return self.hook.copy_environment(
-            eid,
-            name=target.name,
-            vm_ids=self.vm_ids,
-            live=self.live,
-            retry_busy=not self.deferrable,
-        )
+    def _create(self, target: Target) -> dict[str, Any]:
+        return self.copies.create(target, self.spec().checked(), retry_busy=not self.deferrable)
 
 
 class CopyTemplateToRegionOperator(_SkytapCopyOperator):
@@ -556,7 +452,7 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
     def _source_id(self) -> str:
         return check_id(self.template_id, "template_id")
 
-    def _target(self, context: Context, source: Mapping[str, Any]) -> _Target:
+    def _target(self, context: Context, source: Mapping[str, Any]) -> Target:
         tid = self._source_id()
         region = check_region(self.target_region, self.hook.settings.regions)
         if region == source.get("region"):
@@ -564,8 +460,7 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
                 f"target_region {region!r} is the region template {tid} is in already; "
                 "a DR copy needs another region"
             )
-        mine = f"{TAG_PREFIX}{self.dag_id}/".lower()
-        inherited = sorted(t for t in provider_source_tags(source) if t.startswith(mine))
+        inherited = dag_source_tags(source, self.dag_id)
         stamp, when = run_stamp(context)
         if len(inherited) == 1:
             tag = inherited[0]
@@ -577,7 +472,7 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
             tag = source_tag(self.dag_id, "template", tid)
             default_name = backup_name(self.dag_id, "template", tid, stamp)
             times = (time_tag(when),)
-        return _Target(
+        return Target(
             kind="template",
             name=self.name or default_name,
             region=region,
@@ -604,7 +499,7 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
                 )
         return done
 
-    def _create(self, target: _Target) -> dict[str, Any]:
+    def _create(self, target: Target) -> dict[str, Any]:
         return self.hook.copy_template(
             self._source_id(),
             name=target.name,

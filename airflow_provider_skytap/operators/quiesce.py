@@ -3,16 +3,15 @@ many VMs over SSH, guarded on each VM. A thin wrapper over :class:`QuiesceSessio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_skytap import checks
-from airflow_provider_skytap.hooks.api import SkytapAuthError, SkytapNotFoundError
-from airflow_provider_skytap.hooks.skytap import SkytapHook
+from airflow_provider_skytap.exceptions import InvalidValueError
+from airflow_provider_skytap.hooks.skytap import DEFAULT_CONN_ID, SkytapHook
 from airflow_provider_skytap.quiesce.report import (
     APPLICATION_CONSISTENT,
     CRASH_CONSISTENT,
@@ -42,8 +41,10 @@ __all__ = [
     "INCONSISTENT",
     "GuardianFiredError",
     "HostStepError",
+    "QuiesceChoice",
     "QuiesceError",
     "QuiesceOperator",
+    "QuiescePreset",
     "QuiesceTarget",
     "wants_sudo",
 ]
@@ -234,7 +235,11 @@ class QuiesceOperator(BaseOperator):
             for ep in endpoints
         ]
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def open_session(self, context: Context) -> QuiesceSession:
+        """The checked settings and the resolved targets as a session (no host touched yet).
+
+        :raises InvalidValueError: a bad value (named), before any host is contacted
+        """
         try:  # a bad value fails the task at once, without retries, before any host
             spec = self.spec()
             targets = self.resolve_targets()
@@ -244,11 +249,10 @@ class QuiesceOperator(BaseOperator):
             session = QuiesceSession(
                 spec, targets, dag_id=self.dag_id, run_id=str(context["run_id"]), logger=self.log
             )
+        except InvalidValueError:
+            raise
         except ValueError as exc:
-            raise checks.InvalidValueError(str(exc)) from None
-        except (SkytapNotFoundError, SkytapAuthError) as exc:
-            # No such environment, or the token refused: a retry meets the same answer.
-            raise AirflowFailException(str(exc)) from exc
+            raise InvalidValueError(str(exc)) from None
         self.log.info(
             "%s %d host(s), profile %s: %s",
             self.action.capitalize(),
@@ -257,7 +261,10 @@ class QuiesceOperator(BaseOperator):
             "; ".join(f"{h.label} {h.mounts}" for h in session.hosts),
         )
         self._session = session
-        with session:
+        return session
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with self.open_session(context) as session:
             if self.action == "freeze":
                 return session.freeze().to_xcom()
             try:
@@ -309,3 +316,130 @@ def _string_list(field: str, value: Any) -> list[str]:
     if len(set(items)) != len(items):
         raise ValueError(f"{field} lists a name twice: {value!r}")
     return items
+
+
+@dataclass(frozen=True)
+class QuiescePreset:
+    """A named way to quiesce the VMs, written by the DAG author in the DAG's code.
+
+    The trigger form offers the names of a DAG's presets and nothing else, so a user allowed
+    only to trigger the DAG can choose among them but never write a command that runs on the
+    VMs (as root for every profile but ``app``).
+
+    :param profile: ``fsfreeze``, ``postgres``, ``mysql``, ``app`` or ``custom``
+    :param pre_freeze_command: ``app``/``custom``: the pause (see :class:`QuiesceOperator`)
+    :param post_thaw_command: ``app``/``custom``: the resume
+    :param profile_options: options of the profile (postgres, mysql)
+    :param description: what it does, for the trigger form
+    """
+
+    profile: str = "fsfreeze"
+    pre_freeze_command: str | None = None
+    post_thaw_command: str | None = None
+    profile_options: Mapping[str, Any] | None = None
+    description: str = ""
+
+
+#: The presets the example DAGs offer: each profile that needs no command of its own.
+DEFAULT_PRESETS: dict[str, QuiescePreset] = {
+    "fsfreeze": QuiescePreset("fsfreeze", description="filesystems only (fsfreeze)"),
+    "postgres": QuiescePreset("postgres", description="PostgreSQL CHECKPOINT, then fsfreeze"),
+    "mysql": QuiescePreset(
+        "mysql", description="MySQL/MariaDB lock held until the release, then fsfreeze"
+    ),
+}
+
+
+class QuiesceChoice:
+    """Which VMs to quiesce and how: the quiesce spec of a :func:`frozen_copy` chain.
+
+    Built once and handed to the freeze and thaw tasks; Airflow renders the attributes in
+    ``template_fields``. ``preset`` and ``ssh_conn_id`` are checked against the DAG author's
+    ``presets`` and ``ssh_conn_ids`` when a task runs: a value from the trigger form that is
+    not among them fails the task, naming the field and the value, before any VM is touched.
+
+    :param environment_id: the Skytap environment whose VMs are quiesced
+    :param mounts: the mounts (a list for every VM, or VM name -> list, with ``"*"``)
+    :param max_freeze_seconds: the longest freeze; each VM's guardian releases by itself then
+    :param preset: the name of one of ``presets``
+    :param ssh_conn_id: one of ``ssh_conn_ids``
+    :param vm_names: only these VMs (None or empty: every VM)
+    :param presets: name -> :class:`QuiescePreset` (DAG code; default :data:`DEFAULT_PRESETS`)
+    :param ssh_conn_ids: the SSH connections a run may use (DAG code; default: ``ssh_conn_id``
+        when it is a plain name)
+    :param skytap_conn_id: the Skytap connection
+    """
+
+    template_fields: Sequence[str] = (
+        "environment_id",
+        "mounts",
+        "max_freeze_seconds",
+        "preset",
+        "ssh_conn_id",
+        "vm_names",
+    )
+
+    def __init__(
+        self,
+        *,
+        environment_id: str | int,
+        mounts: Any,
+        max_freeze_seconds: Any = 600,
+        preset: str = "fsfreeze",
+        ssh_conn_id: str = "skytap_vm_ssh",
+        vm_names: Any = None,
+        presets: Mapping[str, QuiescePreset] | None = None,
+        ssh_conn_ids: Sequence[str] | None = None,
+        skytap_conn_id: str = DEFAULT_CONN_ID,
+    ) -> None:
+        self.environment_id = environment_id
+        self.mounts = mounts
+        self.max_freeze_seconds = max_freeze_seconds
+        self.preset = preset
+        self.ssh_conn_id = ssh_conn_id
+        self.vm_names = vm_names
+        self.presets = dict(presets if presets is not None else DEFAULT_PRESETS)
+        if ssh_conn_ids is None:
+            if "{{" in ssh_conn_id:
+                raise ValueError(
+                    "ssh_conn_id is templated: list the connections a run may use in "
+                    "ssh_conn_ids (DAG code), so no trigger can point it elsewhere"
+                )
+            ssh_conn_ids = (ssh_conn_id,)
+        self.ssh_conn_ids = tuple(ssh_conn_ids)
+        self.skytap_conn_id = skytap_conn_id
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.template_fields)
+        return f"QuiesceChoice({fields})"
+
+    def chosen(self) -> QuiescePreset:
+        """The preset and SSH connection, checked against the DAG author's lists."""
+        name = self.preset
+        if not isinstance(name, str) or name not in self.presets:
+            raise InvalidValueError(
+                f"profile: {name!r} is not one of this DAG's presets ({', '.join(self.presets)});"
+                " what runs on the VMs comes from the DAG's code, not from the trigger form"
+            )
+        if self.ssh_conn_id not in self.ssh_conn_ids:
+            raise InvalidValueError(
+                f"ssh_conn_id: {self.ssh_conn_id!r} is not one of this DAG's SSH connections "
+                f"({', '.join(self.ssh_conn_ids)}); a run may not point the VMs' credentials "
+                "at another connection"
+            )
+        return self.presets[name]
+
+    def apply(self, op: QuiesceOperator) -> None:
+        """Set the rendered, checked choice on a task's own :class:`QuiesceOperator` fields."""
+        preset = self.chosen()
+        op.environment_id = self.environment_id
+        op.ssh_conn_ids = None
+        op.ssh_conn_id = str(self.ssh_conn_id)
+        op.skytap_conn_id = self.skytap_conn_id
+        op.vm_names = self.vm_names or None
+        op.mounts = self.mounts
+        op.max_freeze_seconds = self.max_freeze_seconds
+        op.profile = preset.profile
+        op.pre_freeze_command = preset.pre_freeze_command
+        op.post_thaw_command = preset.post_thaw_command
+        op.profile_options = dict(preset.profile_options) if preset.profile_options else None

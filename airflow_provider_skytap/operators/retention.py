@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_skytap import checks
 from airflow_provider_skytap.backups import consistency, recovery_point, source_tag
+from airflow_provider_skytap.consistency import CONFIRMED, not_ours_reason
 from airflow_provider_skytap.hooks.api import (
     KINDS,
     Kind,
@@ -21,16 +22,12 @@ from airflow_provider_skytap.hooks.api import (
     describe,
     readiness,
 )
-from airflow_provider_skytap.hooks.skytap import SkytapHook, SkytapNotFoundError
-from airflow_provider_skytap.operators.clone import DEFAULT_CONN_ID
-from airflow_provider_skytap.operators.quiesce import APPLICATION_CONSISTENT, CRASH_CONSISTENT
+from airflow_provider_skytap.hooks.skytap import DEFAULT_CONN_ID, SkytapHook, SkytapNotFoundError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
-# The verdicts of a thaw that held (crash-consistent: the DAG asked to go on without a host).
-CONFIRMED = (APPLICATION_CONSISTENT, CRASH_CONSISTENT)
 
 
 class PruneBackupsOperator(BaseOperator):
@@ -38,14 +35,16 @@ class PruneBackupsOperator(BaseOperator):
 
     Touches only environments and templates that carry this provider's source tag for this
     DAG and source (``airflow-skytap/<dag_id>/environment-<id>``), which the clone and region
-    copy operators put on everything they make; nothing else is ever listed for deletion.
+    copy operators put on everything they make, *and* that Skytap shows as made by the
+    connection's user (tags alone can be forged by anyone who may tag); anything else is
+    never counted towards ``keep`` and never deleted.
     "Newest" is by recovery point (the run's logical date, from the time tag), then by id, so
     a backfill of old dates does not evict recent backups. A busy resource (still copying, or
     being read by a copy) is never deleted: it is reported and left for the next run.
 
     With ``confirmed_only``, only backups the thaw vouched for count towards ``keep``: those
     tagged ``application-consistent`` or ``crash-consistent`` (see
-    :class:`~airflow_provider_skytap.frozen_copy.FrozenCopyThawOperator`). Any other (tagged
+    :class:`~airflow_provider_skytap.frozen_copy.ThawAndVouchOperator`). Any other (tagged
     ``inconsistent``: a guardian thawed before the copy was complete; or not tagged: its run
     failed first) is kept while it is newer than the newest confirmed backup, in case it is
     all there is, and deleted once a confirmed backup with a later recovery point exists. So a
@@ -154,8 +153,17 @@ class PruneBackupsOperator(BaseOperator):
             groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for resource in self.hook.list_resources(kind, tags=[tag]):
                 region = str(resource.get("region") or "")
-                if regions is None or region in regions:
-                    groups[region].append(resource)
+                if regions is not None and region not in regions:
+                    continue
+                why = not_ours_reason(resource, tag, self.hook.connection_user)
+                if why is not None:  # never counted, never deleted
+                    self.log.warning(
+                        "Leaving %s alone: it cannot be shown to be this DAG's backup (%s)",
+                        describe(kind, str(resource.get("id")), resource),
+                        why,
+                    )
+                    continue
+                groups[region].append(resource)
             for region, backups in sorted(groups.items()):
                 backups.sort(key=_newest_first, reverse=True)
                 self.log.info(

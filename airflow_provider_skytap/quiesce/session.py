@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
+# The error classes are defined in airflow_provider_skytap.exceptions.
+from airflow_provider_skytap.exceptions import GuardianFiredError, HostStepError, QuiesceError
 from airflow_provider_skytap.quiesce import commands as qc
 from airflow_provider_skytap.quiesce.report import (
     APPLICATION_CONSISTENT,
@@ -50,45 +50,6 @@ if TYPE_CHECKING:
 SSH_SLACK = 30
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-class QuiesceError(AirflowException):
-    """A freeze or release failed; ``result`` holds the report (XCom form) when there is one."""
-
-    def __init__(self, message: str, *, result: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-class GuardianFiredError(QuiesceError, AirflowFailException):
-    """The release found every host thawed, but a guardian had thawed before it: the copy is
-    not application-consistent. Final: a retry would read the same records."""
-
-
-class HostStepError(QuiesceError):
-    """One step failed on one host: names the host, the step, the exit code and remote stderr."""
-
-    def __init__(
-        self,
-        host: str,
-        step: str,
-        message: str,
-        *,
-        exit_code: int | None = None,
-        stderr: str = "",
-        answer: Answer | None = None,
-    ) -> None:
-        text = f"{host}: {step} failed"
-        if exit_code is not None:
-            text += f" (exit {exit_code})"
-        text += f": {message}"
-        if stderr and stderr not in message:
-            text += f"; remote stderr: {stderr}"
-        super().__init__(text)
-        self.host = host
-        self.step = step
-        self.exit_code = exit_code
-        self.answer = answer
 
 
 def wants_sudo(use_sudo: bool | None, username: str | None, profile: str) -> bool:

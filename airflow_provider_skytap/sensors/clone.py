@@ -3,35 +3,32 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
+from airflow_provider_skytap.exceptions import (
+    CloneFailedError,
+    SkytapNotFoundError,
+    SkytapResourceFailedError,
+    SkytapWaitTimeoutError,
+)
 from airflow_provider_skytap.hooks.api import (
     check_id,
     check_kind,
     describe,
-    poll_pauses,
     readiness,
 )
-from airflow_provider_skytap.hooks.skytap import SkytapHook, SkytapNotFoundError
-from airflow_provider_skytap.operators.clone import DEFAULT_CONN_ID
+from airflow_provider_skytap.hooks.skytap import DEFAULT_CONN_ID, SkytapHook
 from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-class CloneFailedError(RuntimeError):
-    """The copy failed or disappeared. Not an AirflowException, so ``soft_fail`` (which
-    Airflow applies to any AirflowException of a deferred sensor) does not turn it into a
-    skip: ``soft_fail`` covers the timeout only, in every mode."""
 
 
 class CloneCompleteSensor(BaseSensorOperator):
@@ -98,38 +95,47 @@ class CloneCompleteSensor(BaseSensorOperator):
         self.log.info("%s is ready (%s)", label, state.detail)
         return True
 
-    def _get_next_poke_interval(
-        self, started_at: Any, run_duration: Callable[[], float], poke_count: int
-    ) -> float:
-        """In poke mode, back off as every wait of the provider does (:func:`poll_pauses`):
-        from ``poke_interval``, 1.5x per poke, up to ``max_poll_interval``. Reschedule mode
-        and ``exponential_backoff=True`` keep Airflow's own rule."""
-        if self.reschedule or self.exponential_backoff:
-            return super()._get_next_poke_interval(started_at, run_duration, poke_count)
-        longest = max(float(self.poke_interval), float(self.max_poll_interval))
-        pause = next(islice(poll_pauses(float(self.poke_interval), longest), poke_count - 1, None))
-        return min(pause, max(0.0, float(self.timeout) - run_duration()))
-
     def execute(self, context: Context) -> Any:
         kind, rid = self._checked()
-        if not self.deferrable:
-            super().execute(context)
+        if self.deferrable:
+            if self.poke(context):
+                return self._summary(kind, rid)
+            self.defer(
+                trigger=CloneCompleteTrigger(
+                    kind=kind,
+                    resource_id=rid,
+                    skytap_conn_id=self.skytap_conn_id,
+                    end_time=time.time() + float(self.timeout),
+                    poll_interval=float(self.poke_interval),
+                    max_poll_interval=float(self.max_poll_interval),
+                    log_every=float(self.log_every),
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=float(self.timeout) + 300),
+            )
+        if self.reschedule or self.exponential_backoff:
+            super().execute(context)  # Airflow's own pauses
             return self._summary(kind, rid)
-        if self.poke(context):
-            return self._summary(kind, rid)
-        self.defer(
-            trigger=CloneCompleteTrigger(
-                kind=kind,
-                resource_id=rid,
-                skytap_conn_id=self.skytap_conn_id,
-                end_time=time.time() + float(self.timeout),
+        # Poke mode: the pauses every wait of the provider makes (hooks.api.poll_pauses), from
+        # poke_interval growing 1.5x per poke up to max_poll_interval, by the hook's own wait.
+        try:
+            self.hook.wait_until_ready(
+                kind,
+                rid,
+                timeout=float(self.timeout),
                 poll_interval=float(self.poke_interval),
-                max_poll_interval=float(self.max_poll_interval),
+                max_poll_interval=max(float(self.poke_interval), float(self.max_poll_interval)),
                 log_every=float(self.log_every),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout) + 300),
-        )
+            )
+        except SkytapWaitTimeoutError as err:
+            if self.soft_fail:
+                raise AirflowSkipException(str(err)) from err
+            raise AirflowSensorTimeout(str(err)) from err
+        except SkytapNotFoundError as err:
+            raise CloneFailedError(f"{describe(kind, rid)} is gone: {err}") from err
+        except SkytapResourceFailedError as err:
+            raise CloneFailedError(f"{describe(kind, rid)} failed: {err}") from err
+        return self._summary(kind, rid)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Back from the trigger: the timeout is a sensor timeout, any other error a failure."""

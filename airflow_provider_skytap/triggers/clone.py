@@ -96,8 +96,7 @@ class CloneCompleteTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = SkytapAsyncHook(self.skytap_conn_id)
-        hook._log = self.log  # progress lines go to the task's log
+        hook = SkytapAsyncHook(self.skytap_conn_id, logger=self.log)  # lines in the task's log
         label = describe(self.kind, self.resource_id)  # type: ignore[arg-type]
         self.log.info("Waiting until %s is no longer busy", label)
         while True:

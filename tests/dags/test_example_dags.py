@@ -68,19 +68,23 @@ def test_the_trigger_form_refuses_bad_values(
         params[key] = value
 
 
-@pytest.mark.parametrize(("dag_id", "copy"), [(BACKUP, "clone"), (REPORTING, "copy")])
+GROUPS = {BACKUP: "backup", REPORTING: "reporting_copy"}
+
+
+@pytest.mark.parametrize("dag_id", [BACKUP, REPORTING])
 def test_the_thaw_runs_whatever_happened_and_a_failed_copy_still_fails_the_run(
-    dags: dict[str, Any], dag_id: str, copy: str
+    dags: dict[str, Any], dag_id: str
 ) -> None:
     dag = dags[dag_id]
-    thaw = dag.get_task("thaw")
+    group = GROUPS[dag_id]
+    thaw = dag.get_task(f"{group}.thaw")
     assert thaw.trigger_rule == "all_done"
-    assert thaw.upstream_task_ids == {f"wait_for_{copy if copy == 'copy' else 'clone'}"}
+    assert thaw.upstream_task_ids == {f"{group}.wait"}
     # The run's state comes from its leaves: none of them is the thaw, and every one of
     # them is downstream of the wait, so a failed copy leaves them upstream_failed.
     leaves = [t for t in dag.tasks if not t.downstream_task_ids]
     assert thaw not in leaves
-    wait = dag.get_task(f"wait_for_{copy if copy == 'copy' else 'clone'}")
+    wait = dag.get_task(f"{group}.wait")
     for leaf in leaves:
         assert wait.task_id in leaf.get_flat_relative_ids(upstream=True), leaf.task_id
 
@@ -91,19 +95,50 @@ def test_the_backup_runs_one_at_a_time_and_backfills_by_date(dags: dict[str, Any
     assert dag.catchup is False
     assert dag.timetable.expression == "0 2 * * *"
     assert dag.get_task("copy_to_dr").partial_kwargs["deferrable"] is True
-    assert dag.get_task("wait_for_clone").mode == "poke"  # the VMs are frozen: no deferral lag
+    assert dag.get_task("backup.wait").mode == "poke"  # no deferral lag
 
 
-@pytest.mark.parametrize(("dag_id", "copy"), [(BACKUP, "clone"), (REPORTING, "copy")])
-def test_no_task_starts_while_the_vms_are_frozen(
-    dags: dict[str, Any], dag_id: str, copy: str
+@pytest.mark.parametrize("dag_id", [BACKUP, REPORTING])
+def test_the_chain_is_four_tasks_that_run_nothing_of_each_other(
+    dags: dict[str, Any], dag_id: str
 ) -> None:
     dag = dags[dag_id]
-    freeze, clone, thaw = dag.get_task("freeze"), dag.get_task(copy), dag.get_task("thaw")
-    assert freeze.retries == 0  # a freeze is never retried
-    assert freeze.copy_task_id == copy  # it requests the copy once every VM is frozen
-    assert dag.get_task(freeze.copy_task_id) is clone
-    # The copy task waits for its copy itself, in the worker (no deferral while frozen) ...
-    assert clone.wait_for_completion is True and clone.deferrable is False
-    # ... then runs the thaw task's thaw at once; the thaw task still runs after it.
-    assert dag.get_task(clone.thaw_task_id) is thaw and thaw.action == "thaw"
+    group = GROUPS[dag_id]
+    freeze, copy_, wait, thaw = (
+        dag.get_task(f"{group}.{t}") for t in ("freeze", "copy", "wait", "thaw")
+    )
+    assert freeze.upstream_task_ids <= {"dr_regions"}
+    assert copy_.upstream_task_ids == {freeze.task_id}
+    assert wait.upstream_task_ids == {copy_.task_id}
+    assert thaw.upstream_task_ids == {wait.task_id}
+    # One copy spec and one quiesce spec, handed to the tasks that need them.
+    assert repr(freeze.copy) == repr(copy_.copy)
+    assert repr(freeze.quiesce) == repr(thaw.quiesce)
+    assert copy_.freeze_task_id == freeze.task_id and thaw.copy_task_id == copy_.task_id
+
+
+@pytest.mark.parametrize("dag_id", [BACKUP, REPORTING])
+def test_the_trigger_form_needs_only_the_environment(dags: dict[str, Any], dag_id: str) -> None:
+    """No command and no free-text connection in the form; "VMs to freeze" may stay empty."""
+    params = copy.deepcopy(dags[dag_id].params)
+    dumped = params.dump()
+    assert "pre_freeze_command" not in dumped and "post_thaw_command" not in dumped
+    assert params.get_param("vm_names").value is None
+    assert "null" in params.get_param("vm_names").schema["type"]
+    for name in ("profile", "ssh_conn_id"):
+        assert params.get_param(name).schema["enum"], name  # a choice, not free text
+    params["environment_id"] = "1002"
+    params.validate()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("profile", "custom"), ("ssh_conn_id", "prod_db_root"), ("profile", "fsfreeze; rm -rf /")],
+)
+@pytest.mark.parametrize("dag_id", [BACKUP, REPORTING])
+def test_the_trigger_form_refuses_a_profile_or_connection_the_dag_does_not_list(
+    dags: dict[str, Any], dag_id: str, field: str, value: str
+) -> None:
+    params = copy.deepcopy(dags[dag_id].params)
+    with pytest.raises(ParamValidationError, match=field):
+        params[field] = value

@@ -8,6 +8,7 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_skytap.backups import consistency, consistency_tag, source_tag, time_tag
+from airflow_provider_skytap.exceptions import InvalidValueError, NotOursError, is_final
 from airflow_provider_skytap.hooks.skytap import (
     SkytapError,
     SkytapHook,
@@ -19,7 +20,8 @@ from airflow_provider_skytap.operators.clone import (
     LiveCloneOperator,
 )
 from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
-from tests.helpers import api_requests, live_named
+from tests.conftest import set_connection
+from tests.helpers import api_requests, default_seed, live_named
 from tests.tasks import LOGICAL_DATE, context, run_task
 
 ENV = "1001"  # erp-prod, US-West, running
@@ -115,10 +117,12 @@ def test_a_second_try_and_a_rerun_of_the_date_reuse_the_copy(
     assert len(live_named(sim, NAME)) == 1
 
 
-def test_a_retry_after_a_created_but_unreported_copy_reuses_it(
+def test_a_retry_after_a_created_but_untagged_copy_refuses_it_as_unprovable(
     skytap_conn: str, hook: SkytapHook, sim: Any
 ) -> None:
-    """The first try makes the template, then dies before it can tag or report it."""
+    """The first try makes the template, then dies before it can tag it: nothing proves the
+    untagged copy is this DAG's (anyone could have made one with the predictable name), so
+    the retry fails at once naming it, and neither adopts nor tags it."""
     sim.admin.faults(
         rules=[{"method": "PUT", "path": "/v2/templates/*", "action": "error", "status": 400}]
     )
@@ -127,9 +131,10 @@ def test_a_retry_after_a_created_but_unreported_copy_reuses_it(
     (orphan,) = live_named(sim, NAME)
     assert orphan["tags"] == []
     sim.admin.clear_faults()
-    retry = run_task(clone(skytap_conn)).result
-    assert retry["id"] == orphan["id"] and retry["created"] is False
-    assert source_tag(DAG_ID, "environment", ENV) in tags_of(hook, "template", retry["id"])
+    with pytest.raises(NotOursError, match=rf"template {orphan['id']} .*does not carry") as err:
+        run_task(clone(skytap_conn))
+    assert is_final(err.value), "not ours is final: a retry would meet the same copy"
+    assert tags_of(hook, "template", orphan["id"]) == set()
     assert len(live_named(sim, NAME)) == 1
 
 
@@ -138,9 +143,28 @@ def test_a_copy_made_by_another_dag_under_the_same_name_is_not_taken(
 ) -> None:
     squatter = hook.save_as_template(ENV, name=NAME)
     hook.add_tags("template", squatter["id"], [source_tag("other_dag", "environment", ENV)])
-    with pytest.raises(SkytapError, match=r"made by this provider for another DAG or source"):
+    with pytest.raises(NotOursError, match=r"does not carry this DAG's tag"):
         run_task(clone(skytap_conn))
     assert [t["id"] for t in live_named(sim, NAME)] == [squatter["id"]]
+
+
+def test_a_copy_with_our_tags_made_by_another_skytap_user_is_not_taken(
+    skytap_conn: str, hook: SkytapHook, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tags can be forged by anyone who may tag: the owner Skytap shows must be the
+    connection's user too."""
+    other = default_seed()["users"][1]
+    set_connection(monkeypatch, "skytap_other", sim.url, other["username"], other["token"])
+    with SkytapHook("skytap_other") as theirs:
+        planted = theirs.save_as_template(ENV, name=NAME)
+        theirs.add_tags(
+            "template",
+            planted["id"],
+            [source_tag(DAG_ID, "environment", ENV), "airflow-skytap-at/20261124t000000z"],
+        )
+    with pytest.raises(NotOursError, match=r"made by 'other', not by the connection's user"):
+        run_task(clone(skytap_conn))
+    assert [t["id"] for t in live_named(sim, NAME)] == [planted["id"]]
 
 
 def test_a_manual_run_without_logical_date_names_the_copy_by_run_id(
@@ -368,3 +392,25 @@ def test_a_non_live_clone_must_be_asked_for_and_warns(
     run_task(clone(skytap_conn, live=False), context())
     assert "Skytap will SUSPEND the environment's running VMs" in capsys.readouterr().out
     assert {vm["runstate"] for vm in hook.get_environment(ENV)["vms"]} == {"suspended"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"environment_id": "10 01"}, "environment_id"),
+        ({"target": "snapshot"}, "target"),
+        ({"vm_ids": ["1"]}, "vm_ids"),
+        ({"poll_interval": 0}, "poll_interval"),
+    ],
+)
+def test_a_bad_value_is_final_and_named_before_any_call(
+    skytap_conn: str, sim: Any, kwargs: dict[str, Any], field: str
+) -> None:
+    sim.admin.clear_requests()
+    with DAG(DAG_ID, schedule=None):
+        settings = {"environment_id": ENV, **FAST, **kwargs}
+        op = LiveCloneOperator(task_id="clone", skytap_conn_id=skytap_conn, **settings)
+    with pytest.raises(InvalidValueError, match=field) as err:
+        run_task(op)
+    assert is_final(err.value), "Airflow would retry it: the same value fails the same way"
+    assert api_requests(sim) == []

@@ -17,7 +17,8 @@ from airflow_provider_skytap.backups import (
 )
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.operators.retention import PruneBackupsOperator
-from tests.helpers import api_requests
+from tests.conftest import set_connection
+from tests.helpers import api_requests, default_seed
 from tests.tasks import run_task
 
 ENV = "1001"
@@ -208,3 +209,22 @@ def test_a_backup_made_under_the_old_tag_is_still_pruned_by_its_own_dag(
     assert [d["id"] for d in report["deleted"]] == [old]
     assert [k["id"] for k in report["kept"]] == [new]
     assert other in alive(sim)  # the old tag is shared; the name says whose it is
+
+
+def test_a_backup_with_our_tags_made_by_another_user_is_never_counted_or_deleted(
+    hook: SkytapHook, skytap_conn: str, sim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tags can be put on by anyone who may tag: a template carrying this DAG's source and
+    time tags (even a newer recovery point, even a verdict) but made by another Skytap user
+    is not this DAG's backup. It neither pushes ours out of ``keep`` nor is deleted."""
+    sim.admin.config(copy_seconds=0.05, region_copy_seconds=0.05, delete_seconds=0.05)
+    ours = [backup(hook, day) for day in (1, 2)]
+    other = default_seed()["users"][1]
+    set_connection(monkeypatch, "skytap_other", sim.url, other["username"], other["token"])
+    with SkytapHook("skytap_other") as theirs:
+        forged = backup(theirs, 9)
+        theirs.add_tags("template", forged, [consistency_tag("application-consistent")])
+    result = run_task(prune(skytap_conn, keep=1, confirmed_only=False)).result
+    assert [b["id"] for b in result["kept"]] == [ours[1]]
+    assert [b["id"] for b in result["deleted"]] == [ours[0]]
+    assert forged in alive(sim)

@@ -257,7 +257,7 @@ def test_poke_mode_backs_off_from_poke_interval_to_max_poll_interval(
     skytap_conn: str, hook: SkytapHook, sim: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """frozen_copy's wait pokes 2 s apart growing to 5 s; here 0.05 s growing to 0.2 s."""
-    import airflow.sdk.bases.sensor as base
+    import airflow_provider_skytap.hooks.skytap as base
 
     pauses: list[float] = []
 

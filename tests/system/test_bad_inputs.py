@@ -171,7 +171,7 @@ def test_a_bad_dr_region_or_conf_key_fails_the_backup_before_anything_is_frozen_
     tis = airflow_cli.run_record(env, BACKUP)["task_instances"]
     got = {t["task_id"]: t["state"] for t in tis if t["logical_date"] == "2026-11-18"}
     assert got["dr_regions"] == "failed"
-    assert got["freeze"] == "upstream_failed" and got["clone"] == "upstream_failed"
+    assert got["backup.freeze"] == "upstream_failed" and got["backup.copy"] == "upstream_failed"
     assert_nothing_written(lab_sim)
     assert vms.frozen() == []
     state = lab_sim.admin.state()

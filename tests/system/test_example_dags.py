@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_skytap.backups import consistency
+from airflow_provider_skytap.consistency import marked_token
 from demo import airflow_cli, lab
 from skytap_simulator.seed import default_seed
 from tests.conftest import Sim
@@ -66,7 +67,12 @@ def result_of(env: dict[str, str], date: str, task_id: str) -> Any:
 
 
 def templates(sim: Sim, name: str) -> list[dict[str, Any]]:
-    return [t for t in sim.admin.state()["templates"] if t["name"] == name and not t["deleted"]]
+    """The templates named ``name``, marked with a freeze window (``<name>-w<token>``)."""
+    return [
+        t
+        for t in sim.admin.state()["templates"]
+        if not t["deleted"] and marked_token(t["name"], name) is not None
+    ]
 
 
 def at(iso: str) -> float:
@@ -95,30 +101,32 @@ def test_the_backup_is_consistent_in_every_region_and_every_vm_was_thawed(
         for vm in template["vms"]:
             check = lab.check_image(vm["disk_image"])
             assert check.consistent, f"{template['region']} {vm['name']}: {check.verdict()}"
-    thaw = result_of(run_env, "2026-11-20", "thaw")
+    thaw = result_of(run_env, "2026-11-20", "backup.thaw")
     assert thaw["consistency"] == "application-consistent"
     assert len(thaw["hosts"]) == 3
     # The thaw vouched for the template, and each DR copy carries its verdict once complete.
-    assert thaw["copy"] == {
+    assert {k: thaw["copy"][k] for k in ("id", "kind", "consistency")} == {
         "id": copies_id(copies),
         "kind": "template",
         "consistency": "application-consistent",
     }
+    assert "in this freeze window" in thaw["copy"]["note"]
     for template in copies:
         assert consistency(template) == "application-consistent", template["region"]
-    # No task starts while the VMs are frozen: the freeze task requested the copy, and the
-    # copy task thawed the VMs as soon as the copy was complete (the thaw task reports).
+    # No task starts while the VMs are frozen: the freeze task requested the copy and
+    # released the VMs as soon as it was complete (the thaw task reports).
     tis = {
         t["task_id"]: t
         for t in airflow_cli.run_record(run_env, BACKUP)["task_instances"]
         if t["logical_date"] == "2026-11-20"
     }
     job = next(j for j in sim.admin.state()["jobs"] if j["target_id"] == copies_id(copies))
-    assert job["start_at"] < at(tis["freeze"]["end"]), "the freeze task requests the copy"
+    assert job["start_at"] < at(tis["backup.freeze"]["end"]), "the freeze task requests it"
     # The lab's VMs share this machine's clock, so their own thaw times compare here.
     last_thaw = max(at(h["thawed_at"]) for h in thaw["hosts"])
     assert thaw["freeze_window"]["clock"] == "controller"  # the freeze report reached the thaw
-    assert last_thaw < at(tis["clone"]["end"]) < at(tis["thaw"]["start"])
+    assert last_thaw < at(tis["backup.freeze"]["end"]) < at(tis["backup.copy"]["start"])
+    assert job["ready_at"] <= last_thaw, "released once the copy was complete, not before"
     print(f"freeze window {thaw['freeze_window']['seconds']} s over 3 VMs (1 s copy)")
 
 
@@ -128,10 +136,10 @@ def test_a_failed_clone_thaws_the_vms_and_fails_the_run(run_env: dict[str, str],
     assert not ok, "a run whose clone failed must not end green"
     assert "state=failed" in out, out[-3000:]
     got = states(run_env, BACKUP, "2026-11-21")
-    assert got["freeze"] == "success"
-    assert got["clone"] == "failed"  # it waits for its copy, and the copy failed
-    assert got["wait_for_clone"] == "upstream_failed"
-    assert got["thaw"] == "success"  # the VMs were thawed all the same
+    assert got["backup.freeze"] == "success"
+    assert got["backup.copy"] == "failed"  # it waits for its copy, and the copy failed
+    assert got["backup.wait"] == "upstream_failed"
+    assert got["backup.thaw"] == "success"  # the VMs were thawed all the same
     assert got["copy_to_dr"] == "upstream_failed" and got["prune"] == "upstream_failed"
     assert "Storage error" in out
     # No DR copy was made of the failed template.
@@ -148,11 +156,11 @@ def test_a_copy_that_outlasts_the_freeze_fails_the_run_and_is_tagged_inconsisten
     assert not ok, "a run whose guardians thawed before the copy was complete must fail"
     assert "the copy is not application-consistent" in out, out[-3000:]
     got = states(run_env, BACKUP, "2026-11-26")
-    assert got["wait_for_clone"] == "success"  # the copy completed, after the thaw
-    assert got["thaw"] == "failed" and got["prune"] == "upstream_failed"
+    assert got["backup.wait"] == "success"  # the copy completed, after the thaw
+    assert got["backup.thaw"] == "failed" and got["prune"] == "upstream_failed"
     [torn] = templates(sim, backup_name("2026-11-26"))
     assert consistency(torn) == "inconsistent"
-    thaw = result_of(run_env, "2026-11-26", "thaw")
+    thaw = result_of(run_env, "2026-11-26", "backup.thaw")
     assert {h["fired_by"] for h in thaw["hosts"]} == {"deadline"}
 
 
@@ -169,28 +177,28 @@ def test_a_freeze_failure_on_one_vm_thaws_the_others_and_fails_the_run(
         held.in_vm("fsfreeze", "-u", lab.MOUNT)
     assert not ok
     got = states(run_env, BACKUP, "2026-11-22")
-    assert got["freeze"] == "failed"
-    assert got["clone"] == "upstream_failed"
-    assert got["thaw"] == "success"
+    assert got["backup.freeze"] == "failed"
+    assert got["backup.copy"] == "upstream_failed"
+    assert got["backup.thaw"] == "success"
     assert "db-1" in out
     assert templates(sim, backup_name("2026-11-22")) == []  # nothing was copied
 
 
-def test_a_clone_retry_after_a_copy_made_but_not_reported_reuses_it(
+def test_a_copy_made_but_not_tagged_is_tagged_by_the_copy_task_and_not_made_twice(
     run_env: dict[str, str], sim: Sim
 ) -> None:
     sim.admin.faults(
         rules=[
             # The save is carried out but its answer is lost (the hook finds it by name) ...
             {"method": "POST", "path": "/templates", "action": "drop", "after": True},
-            # ... then tagging it is refused twice: the freeze task's early request gives up
-            # (the clone task requests the copy itself), then the clone's first try fails
-            # with the copy made, no XCom pushed.
+            # ... then tagging it is refused twice (a conflict Airflow may retry): the freeze
+            # task goes on with the copy requested (nothing freezes again), the copy task's
+            # first try fails, its second tags the copy (its name has this window's mark).
             {
                 "method": "PUT",
                 "path": "/v2/templates/*",
                 "action": "error",
-                "status": 400,
+                "status": 409,
                 "count": 2,
             },
         ]
@@ -198,8 +206,12 @@ def test_a_clone_retry_after_a_copy_made_but_not_reported_reuses_it(
     ok, out = run(run_env, BACKUP, "2026-11-23", dr_regions=[])
     assert ok, out[-5000:]
     got = airflow_cli.run_record(run_env, BACKUP)["task_instances"]
-    clone = next(t for t in got if t["task_id"] == "clone" and t["logical_date"] == "2026-11-23")
-    assert clone["try_number"] == 2, "the first try of the clone must have failed"
+    clone = next(
+        t for t in got if t["task_id"] == "backup.copy" and t["logical_date"] == "2026-11-23"
+    )
+    assert clone["try_number"] == 2, "the first try of the copy task must have failed"
+    [made] = templates(sim, backup_name("2026-11-23"))
+    assert consistency(made) == "application-consistent"
     assert len(templates(sim, backup_name("2026-11-23"))) == 1
     posts = [r for r in api_requests(sim) if r["method"] == "POST" and r["path"] == "/templates"]
     assert len(posts) == 1, posts
@@ -219,7 +231,7 @@ def test_the_reporting_copy_is_powered_on_and_deleted_after_the_hours(
     for vm in copy["vms"]:
         check = lab.check_image(vm["disk_image"])
         assert check.consistent, f"{vm['name']}: {check.verdict()}"
-    assert result[("thaw", -1)]["consistency"] == "application-consistent"
+    assert result[("reporting_copy.thaw", -1)]["consistency"] == "application-consistent"
 
 
 @pytest.fixture(scope="module")
@@ -254,4 +266,4 @@ def test_without_root_the_backup_pauses_the_application_instead(
         for vm in template["vms"]:
             check = lab.check_image(vm["disk_image"])
             assert not check.filesystem and check.consistent, check.verdict()
-    assert result_of(env, "2026-11-19", "thaw")["consistency"] == "application-consistent"
+    assert result_of(env, "2026-11-19", "backup.thaw")["consistency"] == "application-consistent"

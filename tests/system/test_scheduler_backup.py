@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_skytap.consistency import marked_token
 from demo import lab
 from tests.conftest import Sim
 from tests.system.airflow_stack import AirflowStack
@@ -70,7 +71,7 @@ def test_a_run_triggered_with_conf_backs_up_and_waits_for_regions_on_the_trigger
         for vm in template["vms"]:
             check = lab.check_image(vm["disk_image"])
             assert check.consistent, f"{template['region']} {vm['name']}: {check.verdict()}"
-    thaw = airflow.xcom(DAG_ID, run_id, "thaw")
+    thaw = airflow.xcom(DAG_ID, run_id, "backup.thaw")
     assert thaw["consistency"] == "application-consistent"
     deferrals = airflow.deferrals(DAG_ID, run_id)
     for i in range(2):
@@ -115,11 +116,12 @@ def test_a_backfill_makes_one_backup_per_date_and_again_makes_none(
         return sorted(r["logical_date"][:10] for r in runs)
 
     assert backfill() == dates
-    names = sorted(t["name"] for t in templates(lab_sim))
     expected = [
         f"{DAG_ID}-environment-{ENV}-{d.replace('-', '')}T020000Z" for d in dates
-    ]  # 02:00: the schedule
-    assert names == expected
+    ]  # 02:00: the schedule; each name marked with its freeze window (-w<token>)
+    names = sorted(t["name"] for t in templates(lab_sim))
+    assert len(names) == len(expected)
+    assert all(marked_token(n, base) for n, base in zip(names, expected, strict=True)), names
 
     before = {t["id"] for t in templates(lab_sim)}
     assert backfill() == dates  # the same dates again: every run finds its backup
