@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_provider_skytap.hooks.api import Kind, check_text, tag_values
-from airflow_provider_skytap.operators.quiesce import (
+from airflow_provider_skytap.quiesce.report import (
     APPLICATION_CONSISTENT,
     CRASH_CONSISTENT,
     INCONSISTENT,
@@ -45,6 +45,10 @@ from airflow_provider_skytap.operators.quiesce import (
 TAG_PREFIX = "airflow-skytap/"
 TIME_TAG_PREFIX = "airflow-skytap-at/"
 CONSISTENCY_TAG_PREFIX = "airflow-skytap-consistency/"
+# A restore drill's proof that the backup boots and passes its checks (verification.py).
+VERIFIED_TAG_PREFIX = "airflow-skytap-verified/"
+# The freeze window a copy was requested in (consistency.FreezeWindow).
+WINDOW_TAG_PREFIX = "airflow-skytap-window/"
 _STAMP = "%Y%m%dT%H%M%SZ"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_NAME = 255
@@ -243,7 +247,15 @@ def check_tags(tags: Any, field: str = "tags") -> list[str]:
                 f"{field} item must not contain invisible format characters, got {tag!r}"
             )
         folded = unicodedata.normalize("NFKC", tag).casefold()
-        if folded.startswith((TAG_PREFIX, TIME_TAG_PREFIX, CONSISTENCY_TAG_PREFIX)):
+        if folded.startswith(
+            (
+                TAG_PREFIX,
+                TIME_TAG_PREFIX,
+                CONSISTENCY_TAG_PREFIX,
+                VERIFIED_TAG_PREFIX,
+                WINDOW_TAG_PREFIX,
+            )
+        ):
             raise ValueError(
                 f"{field} item {tag!r} uses the prefix this provider keeps for its own tags"
             )

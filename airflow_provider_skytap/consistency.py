@@ -27,17 +27,20 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from airflow_provider_skytap.backups import (
     CONSISTENCY_TAG_PREFIX,
     MAX_NAME,
-    TAG_PREFIX,
+    WINDOW_TAG_PREFIX,
     consistency,
     consistency_tag,
+    legacy_source_tag,
     provider_source_tags,
+    source_tag,
+    tag_source,
 )
-from airflow_provider_skytap.hooks.api import tag_values
+from airflow_provider_skytap.hooks.api import Kind, tag_values
 from airflow_provider_skytap.quiesce.report import (
     APPLICATION_CONSISTENT,
     CRASH_CONSISTENT,
@@ -60,10 +63,10 @@ __all__ = [
     "marked_token",
     "not_ours_reason",
     "owner_of",
+    "owner_reason",
     "window_tokens",
 ]
 
-WINDOW_TAG_PREFIX = "airflow-skytap-window/"
 # The verdicts of a thaw that held (crash-consistent: the DAG asked to go on without a host).
 CONFIRMED = (APPLICATION_CONSISTENT, CRASH_CONSISTENT)
 _MARK = "-w"
@@ -158,8 +161,18 @@ def carries_source_tag(resource: Mapping[str, Any], tag: str) -> bool:
 def dag_source_tags(resource: Mapping[str, Any], dag_id: str) -> list[str]:
     """The source tags of this DAG (any source) that ``resource`` carries: what a region copy
     of a backup inherits. Reads source tags the way :func:`carries_source_tag` does."""
-    mine = f"{TAG_PREFIX}{dag_id}/".lower()
-    return sorted(t for t in provider_source_tags(resource) if t.startswith(mine))
+    found = []
+    for tag in provider_source_tags(resource):
+        named = tag_source(tag)
+        if named is None:
+            continue
+        kind, _, source_id = named[1].partition("-")
+        if kind in ("environment", "template") and tag in (
+            source_tag(dag_id, cast(Kind, kind), source_id).lower(),
+            legacy_source_tag(dag_id, cast(Kind, kind), source_id),
+        ):
+            found.append(tag)
+    return sorted(found)
 
 
 def owner_of(resource: Mapping[str, Any]) -> str | None:
@@ -177,6 +190,15 @@ def not_ours_reason(resource: Mapping[str, Any], source_tag: str, user: str) -> 
     """
     if not carries_source_tag(resource, source_tag):
         return f"it does not carry this DAG's tag {source_tag!r}"
+    return owner_reason(resource, user)
+
+
+def owner_reason(resource: Mapping[str, Any], user: str) -> str | None:
+    """Why ``resource`` cannot be shown to be made by ``user``, or None when Skytap says it was.
+
+    :param resource: an environment or template as Skytap shows it
+    :param user: the Skytap connection's user (its login)
+    """
     owner = owner_of(resource)
     if owner is None:
         return "Skytap shows no owner for it"

@@ -169,6 +169,11 @@ class CloneFailedError(RuntimeError):
 # --------------------------------------------------------------------------- quiesce
 
 
+class ReportError(ValueError):
+    """A guardian report line that breaks the protocol (a control or line-separator
+    character). The session turns it into a :class:`HostStepError` for the host."""
+
+
 class QuiesceError(AirflowException):
     """A freeze or release failed; ``result`` holds the report (XCom form) when there is one."""
 

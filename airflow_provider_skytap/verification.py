@@ -16,11 +16,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_skytap.backups import consistency, recovery_point
+from airflow_provider_skytap.backups import VERIFIED_TAG_PREFIX, consistency, recovery_point
 from airflow_provider_skytap.hooks.api import tag_values
-from airflow_provider_skytap.operators.quiesce import APPLICATION_CONSISTENT
+from airflow_provider_skytap.quiesce.report import APPLICATION_CONSISTENT
 
-VERIFIED_TAG_PREFIX = "airflow-skytap-verified/"
 #: The asset the backup DAG updates once per backup (its extra: ``environment_id``,
 #: ``template_id``, ``region``, ``verdict``); the restore drill is scheduled on it.
 BACKUP_ASSET_NAME = "skytap_backup"

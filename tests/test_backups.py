@@ -103,6 +103,10 @@ def test_the_consistency_tag_is_read_back_and_the_worse_of_two_counts() -> None:
         (["nightly\tbackup"], "tags item must not contain control characters"),
         (["\u200bairflow-skytap/x"], "tags item must not contain invisible format characters"),
         (["\uff41irflow-skytap/x"], "uses the prefix"),  # a fullwidth 'a'
+        # a user tag must not pose as a restore drill's proof either
+        (["airflow-skytap-verified/20991231t000000z/rto-1.0s"], "uses the prefix"),
+        # nor as the freeze window a copy was requested in
+        (["airflow-skytap-window/0123456789ab"], "uses the prefix"),
     ],
 )
 def test_user_tags_are_checked(tags: object, message: str) -> None:

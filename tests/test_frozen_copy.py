@@ -29,8 +29,8 @@ from airflow_provider_skytap.frozen_copy import QuiesceChoice, QuiescePreset, fr
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from demo import lab
 from skytap_simulator.seed import default_seed
-from tests.integration.conftest import set_connection
-from tests.integration.helpers import api_requests
+from tests.conftest import set_connection
+from tests.helpers import api_requests
 
 ENV = "1001"
 DAG_ID = "chain_test"

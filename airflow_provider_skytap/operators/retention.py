@@ -11,8 +11,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_skytap import checks
-from airflow_provider_skytap.backups import consistency, recovery_point, source_tag
-from airflow_provider_skytap.consistency import CONFIRMED, not_ours_reason
+from airflow_provider_skytap.backups import (
+    consistency,
+    is_from_source,
+    legacy_source_tag,
+    recovery_point,
+    source_tag,
+)
+from airflow_provider_skytap.consistency import CONFIRMED, owner_reason
 from airflow_provider_skytap.hooks.api import (
     KINDS,
     Kind,
@@ -112,7 +118,8 @@ class PruneBackupsOperator(BaseOperator):
     def hook(self) -> SkytapHook:
         return SkytapHook(self.skytap_conn_id)
 
-    def _tag(self) -> str:
+    def _source(self) -> tuple[str, Kind, str]:
+        """The DAG whose backups these are, and the source they were made from."""
         if (self.environment_id is None) == (self.template_id is None):
             raise ValueError(
                 "give exactly one of environment_id and template_id, got "
@@ -120,10 +127,8 @@ class PruneBackupsOperator(BaseOperator):
             )
         dag_id = self.backup_dag_id or self.dag_id
         if self.environment_id is not None:
-            return source_tag(
-                dag_id, "environment", check_id(self.environment_id, "environment_id")
-            )
-        return source_tag(dag_id, "template", check_id(self.template_id, "template_id"))
+            return dag_id, "environment", check_id(self.environment_id, "environment_id")
+        return dag_id, "template", check_id(self.template_id, "template_id")
 
     def _keep(self) -> int:
         return checks.positive_int("keep", self.keep)
@@ -144,18 +149,23 @@ class PruneBackupsOperator(BaseOperator):
         return {check_region(r) for r in self.regions}
 
     def execute(self, context: Context) -> dict[str, Any]:
-        tag, keep, kinds, regions = self._tag(), self._keep(), self._kinds(), self._regions()
+        source, keep, kinds, regions = self._source(), self._keep(), self._kinds(), self._regions()
+        tag = source_tag(*source)
         timeout = checks.positive_seconds("deletion_timeout", self.deletion_timeout)
         dry_run = checks.flag("dry_run", self.is_dry_run)
         confirmed_only = checks.flag("confirmed_only", self.confirmed_only)
         report: dict[str, Any] = {"kept": [], "deleted": [], "busy": [], "dry_run": dry_run}
         for kind in kinds:
             groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for resource in self.hook.list_resources(kind, tags=[tag]):
+            for resource in self._listed(kind, source):
                 region = str(resource.get("region") or "")
                 if regions is not None and region not in regions:
                     continue
-                why = not_ours_reason(resource, tag, self.hook.connection_user)
+                why = (
+                    owner_reason(resource, self.hook.connection_user)
+                    if is_from_source(resource, *source)
+                    else "it carries no source tag of this DAG for this source"
+                )
                 if why is not None:  # never counted, never deleted
                     self.log.warning(
                         "Leaving %s alone: it cannot be shown to be this DAG's backup (%s)",
@@ -190,6 +200,15 @@ class PruneBackupsOperator(BaseOperator):
             len(report["busy"]),
         )
         return report
+
+    def _listed(self, kind: Kind, source: tuple[str, Kind, str]) -> list[dict[str, Any]]:
+        """Every resource carrying this DAG's source tag, or the tag earlier versions wrote
+        (``backups.is_from_source`` then decides which are this DAG's)."""
+        found: dict[str, dict[str, Any]] = {}
+        for tag in (source_tag(*source), legacy_source_tag(*source)):
+            for resource in self.hook.list_resources(kind, tags=[tag]):
+                found.setdefault(str(resource.get("id")), resource)
+        return list(found.values())
 
     def _say_uncounted(
         self, kind: Kind, backups: list[dict[str, Any]], kept: list[dict[str, Any]]

@@ -23,6 +23,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from airflow_provider_skytap.exceptions import ReportError as ReportError
+
 PROFILES = ("fsfreeze", "postgres", "mysql", "custom", "app")
 PROFILE_OPTIONS: Mapping[str, frozenset[str]] = {
     "fsfreeze": frozenset(),
@@ -89,10 +91,6 @@ GUARDIAN_FIRED = frozenset({"deadline", "signal", "guardian-died", "backstop", "
 # end or a control (C0, DEL, C1, U+2028/9) has no place in a report value or a mount name:
 # the script strips them from what it quotes, and refuses mounts holding them.
 _LINE_BREAKERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-class ReportError(ValueError):
-    """A report line that breaks the protocol (a control or line-separator character)."""
 
 
 def bad_character(text: str) -> str | None:

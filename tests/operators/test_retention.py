@@ -193,11 +193,6 @@ def test_dags_whose_ids_differ_only_in_case_do_not_prune_each_others_backups(
     assert set(lower) <= alive(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retention lists by the current source tag only; it finds pre-upgrade backups once "
-    "it selects with backups.is_from_source (issue 14, the chain and retention rebuild)",
-)
 def test_a_backup_made_under_the_old_tag_is_still_pruned_by_its_own_dag(
     skytap_conn: str, hook: SkytapHook, sim: Any
 ) -> None:
