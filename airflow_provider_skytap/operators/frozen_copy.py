@@ -124,6 +124,8 @@ class FreezeAndCopyOperator(QuiesceOperator):
                 "released": False,
             }
             ti.xcom_push(key=COPY_KEY, value=info)  # for the thaw, should this task die now
+            # Each host's thaw waits, started, on its open connection: the release is one line.
+            session.prepare_release()
             result = {**frozen.to_xcom(), "window": window.to_xcom(), "copy": info, "release": None}
             limit = float(session.spec.max_seconds or 600) - (time.monotonic() - started)
             try:
@@ -143,17 +145,20 @@ class FreezeAndCopyOperator(QuiesceOperator):
                     err,
                 )
                 return result
-            info.update(complete_before_release=True, released=True)
-            ti.xcom_push(key=COPY_KEY, value=info)
-            self.log.info(
-                "%s is complete: releasing the VMs over the open connections",
-                describe(target.kind, info["id"]),
-            )
+            # Release first, record after: nothing may stand between the copy's completion and
+            # the thaw. Should this task die in between, the thaw task finds the hosts released
+            # without this record and vouches for less (never more).
             try:
                 result["release"] = session.release(freeze_report=frozen.to_xcom()).to_xcom()
             except QuiesceError as err:
                 result["release"] = err.result
                 self.log.warning("The release failed (%s); the thaw task releases and reports", err)
+            info.update(complete_before_release=True, released=True)
+            ti.xcom_push(key=COPY_KEY, value=info)
+            self.log.info(
+                "%s was complete: the VMs were released over the open connections",
+                describe(target.kind, info["id"]),
+            )
         return result
 
     def _request(
