@@ -23,7 +23,10 @@ dr_regions -> backup.freeze -> backup.copy -> backup.wait -> backup.thaw -> copy
    is then tagged ``inconsistent``).
 5. ``copy_to_dr``: copies the template to each DR region; these copies take hours on Skytap,
    so each waits deferred, on the triggerer, holding no worker slot.
-6. ``prune``: keeps the newest ``keep`` backups per region made by this DAG for this
+6. ``announce``: one event of the Airflow asset ``skytap_backup`` per backup made (the
+   template and each DR copy), carrying the environment, the template, its region and its
+   verdict: the restore drill (``skytap_restore_drill``) runs on it.
+7. ``prune``: keeps the newest ``keep`` backups per region made by this DAG for this
    environment; it never touches anything else. Only backups the thaw tagged consistent
    count: a torn or unfinished one never pushes a good one out (it is deleted once a newer
    good one exists).
@@ -46,6 +49,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, TriggerRule, task
 
 from airflow_provider_skytap import checks
+from airflow_provider_skytap.backups import consistency
 from airflow_provider_skytap.frozen_copy import (
     DEFAULT_PRESETS,
     QuiescePreset,
@@ -56,6 +60,7 @@ from airflow_provider_skytap.frozen_copy import (
 from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.operators.clone import CopyTemplateToRegionOperator
 from airflow_provider_skytap.operators.retention import PruneBackupsOperator
+from airflow_provider_skytap.verification import backup_asset
 
 # Nightly at 02:00 UTC: the one place the schedule is set.
 SCHEDULE = "0 2 * * *"
@@ -158,4 +163,23 @@ with DAG(
         trigger_rule=TriggerRule.NONE_FAILED,
     )
 
-    [chain.wait, chain.thaw] >> copy_to_dr >> prune
+    @task(trigger_rule=TriggerRule.NONE_FAILED)  # no DR regions: copy_to_dr is skipped
+    def backups_made(
+        template_id: str, dr_copies: Any, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """The template and its DR copies, each with the template's verdict (the thaw's tag)."""
+        template = SkytapHook().get_template(template_id)
+        made = [{"template_id": str(template_id), "region": template.get("region")}]
+        made += [{"template_id": str(c["id"]), "region": c.get("region")} for c in dr_copies or []]
+        verdict = consistency(template)
+        return [{"environment_id": params["environment_id"], **m, "verdict": verdict} for m in made]
+
+    @task(outlets=[backup_asset()])
+    def announce(backup: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
+        """One ``skytap_backup`` asset event for one backup: the restore drill's cue."""
+        outlet_events[backup_asset()].extra = backup
+        return backup
+
+    made = backups_made(chain.copy.output["id"], copy_to_dr.output)
+    [chain.wait, chain.thaw] >> copy_to_dr >> [prune, made]
+    announce.expand(backup=made)

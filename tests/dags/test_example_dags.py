@@ -142,3 +142,10 @@ def test_the_trigger_form_refuses_a_profile_or_connection_the_dag_does_not_list(
     params = copy.deepcopy(dags[dag_id].params)
     with pytest.raises(ParamValidationError, match=field):
         params[field] = value
+
+
+def test_the_backup_announces_each_backup_as_an_asset_event(dags: dict[str, Any]) -> None:
+    from airflow_provider_skytap.verification import backup_asset
+
+    announce = dags[BACKUP].get_task("announce")
+    assert backup_asset() in announce.outlets

@@ -113,6 +113,16 @@ def test_the_backup_is_consistent_in_every_region_and_every_vm_was_thawed(
     assert "in this freeze window" in thaw["copy"]["note"]
     for template in copies:
         assert consistency(template) == "application-consistent", template["region"]
+    # One skytap_backup asset event per backup, for the restore drill.
+    record = airflow_cli.run_record(run_env, BACKUP)
+    run_id = next(
+        t["run_id"] for t in record["task_instances"] if t["logical_date"] == "2026-11-20"
+    )
+    results = airflow_cli.results(record, run_id)
+    announced = [results[key] for key in sorted(results) if key[0] == "announce"]
+    assert sorted((a["region"], a["template_id"], a["verdict"]) for a in announced) == sorted(
+        (t["region"], str(t["id"]), "application-consistent") for t in copies
+    )
     # No task starts while the VMs are frozen: the freeze task requested the copy and
     # released the VMs as soon as it was complete (the thaw task reports).
     tis = {
