@@ -29,6 +29,7 @@ from airflow_provider_skytap.hooks.api import (
     readiness,
 )
 from airflow_provider_skytap.hooks.skytap import DEFAULT_CONN_ID, SkytapHook, SkytapNotFoundError
+from airflow_provider_skytap.verification import newest_verified
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -186,6 +187,17 @@ class PruneBackupsOperator(BaseOperator):
                     " confirmed consistent" if confirmed_only else "",
                 )
                 kept = _kept(backups, keep) if confirmed_only else backups[:keep]
+                verified = newest_verified(backups)
+                if verified is not None and verified not in kept:
+                    # The last backup a restore drill proved restorable stays, whatever keep
+                    # says: without it nothing is known to restore.
+                    self.log.info(
+                        "Keeping %s beyond keep=%d: it is the newest backup a restore drill "
+                        "verified",
+                        describe(kind, str(verified.get("id")), verified),
+                        keep,
+                    )
+                    kept.append(dict(verified))
                 if confirmed_only:
                     self._say_uncounted(kind, backups, kept)
                 report["kept"].extend(_item(kind, b) for b in kept)

@@ -223,3 +223,16 @@ def test_a_backup_with_our_tags_made_by_another_user_is_never_counted_or_deleted
     assert [b["id"] for b in result["kept"]] == [ours[1]]
     assert [b["id"] for b in result["deleted"]] == [ours[0]]
     assert forged in alive(sim)
+
+
+def test_the_newest_backup_a_drill_verified_is_kept_beyond_keep(
+    skytap_conn: str, hook: SkytapHook, sim: Any, fleet: dict[str, Any]
+) -> None:
+    from airflow_provider_skytap.verification import verified_tag
+
+    oldest = fleet["us"][1]
+    hook.add_tags("template", oldest, [verified_tag(NIGHT + timedelta(days=8), 42.0)])
+    report = run_task(prune(skytap_conn, keep=2, regions=["US-West"])).result
+    assert {d["id"] for d in report["deleted"]} == {fleet["us"][2]}
+    assert oldest in {k["id"] for k in report["kept"]}
+    assert oldest in alive(sim)
