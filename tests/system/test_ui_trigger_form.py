@@ -25,15 +25,9 @@ DAG_ID = "skytap_live_clone_backup"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-# Run on main b320ae5 (issue 15's branch), this test FAILED at "press Trigger": the form keeps
-# Trigger disabled and flags its "Advanced" section, whose pre_freeze_command and
-# post_thaw_command params are typed as required strings (screenshot trigger-form-blocked.png).
-# Issue 14 rebuilds those params; delete this line once it has landed.
-pytest.skip(
-    "needs issue 14's params: the form blocks Trigger until pre_freeze_command and "
-    "post_thaw_command are filled",
-    allow_module_level=True,
-)
+# On main b320ae5 this test failed at "press Trigger": the form kept Trigger disabled and
+# flagged its "Advanced" section, whose pre_freeze_command and post_thaw_command params were
+# required strings. Issue 14 took commands out of the form (presets named in DAG code).
 
 
 def manual_runs(stack: AirflowStack) -> set[str]:
@@ -84,9 +78,9 @@ def test_a_run_started_from_the_form_with_only_the_environment_goes_green(
         assert state == "success", [
             (t["task_id"], t["map_index"], t["state"]) for t in stack.task_instances(DAG_ID, run_id)
         ]
-    made = stack.xcom(DAG_ID, run_id, "clone")
+    made = stack.xcom(DAG_ID, run_id, "backup.copy")
     with ui.step("open the copy's Skytap link"):
-        ui.open(f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/clone/details")
+        ui.open(f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/backup.copy/details")
         link = ui.find(By.XPATH, "//a[normalize-space()='Skytap']")
         ui.open(link.get_attribute("href"))
         assert ui.find(By.TAG_NAME, "h1").text.startswith(f"Template {made['id']}:")
