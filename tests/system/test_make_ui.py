@@ -121,7 +121,8 @@ def test_make_ui_serves_the_dags_and_ctrl_c_during_a_freeze_stops_it_all_nothing
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 ti = http.get(
-                    f"/api/v2/dags/{BACKUP}/dagRuns/{run_id}/taskInstances/freeze", headers=auth
+                    f"/api/v2/dags/{BACKUP}/dagRuns/{run_id}/taskInstances/backup.freeze",
+                    headers=auth,
                 ).json()
                 if ti.get("state") in ("running", "success", "failed"):
                     break
