@@ -19,6 +19,7 @@ from airflow_provider_skytap.exceptions import (
     SkytapWaitTimeoutError,
 )
 from airflow_provider_skytap.hooks.api import (
+    PROGRESS_LONGEST,
     check_id,
     check_kind,
     describe,
@@ -44,7 +45,8 @@ class CloneCompleteSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer, holding no worker slot
     :param max_poll_interval: longest pause between polls, seconds: pokes (and a deferred
         wait's polls) start ``poke_interval`` apart and grow 1.5x each time up to this
-    :param log_every: seconds between "still busy after ..." lines when deferred
+    :param log_every: the longest gap between two progress lines, seconds (see
+        ``hooks.api.progress_gap``; poke and deferred modes alike)
     :param skytap_conn_id: a connection of type ``skytap``
     """
 
@@ -58,7 +60,7 @@ class CloneCompleteSensor(BaseSensorOperator):
         kind: str = "template",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float = 60.0,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
         skytap_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
