@@ -1285,19 +1285,16 @@ class SkytapApi:
         """Sleep ``pause`` seconds between two polls; a progress line due meanwhile says
         ``what``, the elapsed time, ``state`` as of the last poll (and its age), and the next
         check. The one way every wait of the hooks pauses."""
-        checked = self.clock() - start
-        until = checked + pause
-        while True:
-            now = self.clock() - start
-            left = until - now
-            if left <= 0:
-                return
+        checked = now = self.clock() - start
+        until, left = checked + pause, pause  # no line due: one Sleep of exactly ``pause``
+        while left > 0:
             to_line = progress.next_at - now
             if to_line >= left:
                 yield Sleep(left)
                 return
             yield Sleep(max(0.0, to_line))
             now = self.clock() - start
+            left = until - now
             if progress.due(now):
                 self.log.info(
                     "%s after %s (%s as of %s ago); next check in %s",

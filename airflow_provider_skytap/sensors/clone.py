@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from airflow_provider_skytap.exceptions import (
 )
 from airflow_provider_skytap.hooks.api import (
     PROGRESS_LONGEST,
+    ago,
     check_id,
     check_kind,
     describe,
@@ -92,7 +93,21 @@ class CloneCompleteSensor(BaseSensorOperator):
         if state.state == "failed":
             raise CloneFailedError(f"{label} failed: {state.detail}")
         if state.state == "busy":
-            self.log.info("%s is still busy (%s)", label, state.detail)
+            ti = context.get("ti")
+            # Reschedule mode: since the first poke (Airflow's own measure for the timeout).
+            first = getattr(ti, "get_first_reschedule_date", None) if self.reschedule else None
+            started = first(context) if first else getattr(ti, "start_date", None)
+            if isinstance(started, datetime):
+                spent = (datetime.now(timezone.utc) - started).total_seconds()
+                self.log.info(
+                    "%s: still busy after %s (%s); next check in %s",
+                    label,
+                    ago(spent),
+                    state.detail,
+                    ago(float(self.poke_interval)),
+                )
+            else:
+                self.log.info("%s is still busy (%s)", label, state.detail)
             return False
         self.log.info("%s is ready (%s)", label, state.detail)
         return True
