@@ -1289,7 +1289,8 @@ class SkytapApi:
         until, left = checked + pause, pause  # no line due: one Sleep of exactly ``pause``
         while left > 0:
             to_line = progress.next_at - now
-            if to_line >= left:
+            # A line due just before the next poll waits for it, and shows a fresh state.
+            if to_line >= left - min(2.0, left / 10):
                 yield Sleep(left)
                 return
             yield Sleep(max(0.0, to_line))
