@@ -39,6 +39,7 @@ from airflow_provider_skytap.exceptions import (
     SkytapResourceFailedError,
 )
 from airflow_provider_skytap.hooks.api import (
+    PROGRESS_LONGEST,
     Kind,
     check_description,
     check_id,
@@ -349,7 +350,7 @@ class CopyService:
         timeout: float,
         poll_interval: float,
         max_poll_interval: float,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
     ) -> dict[str, Any]:
         """Poll until Skytap shows the copy complete (raises if it failed or timed out)."""
         return self.hook.wait_until_ready(

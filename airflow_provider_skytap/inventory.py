@@ -1,10 +1,11 @@
 """The backups this provider made, per source environment and region, against an RPO.
 
 For each source (the environment or template a backup was copied from) and each region it
-has backups in, every backup with its recovery point, the thaw's verdict, its age and its
-size; and the newest application-consistent one, checked against the recovery point
-objective the user sets. Only resources carrying this provider's source tag are listed
-(``backups.provider_source_tags``): nothing anybody else made.
+has backups in, every backup with its recovery point, the thaw's verdict, its age, its size,
+and whether (and when) a restore drill verified it with the recovery time it measured; and
+the newest application-consistent one, checked against the recovery point objective the
+user sets, beside the newest verified one. Only resources carrying this provider's source
+tag are listed (``backups.provider_source_tags``): nothing anybody else made.
 
 From the command line (exit 0, or 3 when a source misses the RPO in a region)::
 
@@ -33,7 +34,8 @@ from airflow_provider_skytap.backups import (
     recovery_point,
     tag_source,
 )
-from airflow_provider_skytap.hooks.api import KINDS, Kind
+from airflow_provider_skytap.hooks.api import KINDS, Kind, ago
+from airflow_provider_skytap.verification import verifications
 
 #: The verdict shown for a backup no thaw vouched for (its run failed or was killed first).
 UNVOUCHED = "not vouched for"
@@ -55,6 +57,8 @@ class Backup:
     :param verdict: the thaw's verdict, or None when no thaw vouched for it
     :param size_mb: its storage in MB, as Skytap reports it (None when not reported)
     :param busy: Skytap still copies it (a template that is not ready)
+    :param verified_at: when a restore drill last verified it (None: never)
+    :param recovery_seconds: the recovery time that drill measured, seconds
     """
 
     kind: Kind
@@ -67,6 +71,8 @@ class Backup:
     verdict: str | None
     size_mb: int | None
     busy: bool = False
+    verified_at: datetime | None = None
+    recovery_seconds: float | None = None
 
     def age(self, now: datetime) -> timedelta | None:
         """How old its recovery point is at ``now`` (None without one)."""
@@ -106,6 +112,11 @@ class Group:
         age = best.age(now) if best else None
         return age is not None and age <= rpo
 
+    @property
+    def newest_verified(self) -> Backup | None:
+        """The backup with the newest recovery point a restore drill verified, or None."""
+        return next((b for b in self.backups if b.verified_at and b.recovery_point), None)
+
 
 @dataclass
 class Inventory:
@@ -142,6 +153,7 @@ def backup_of(kind: Kind, resource: Mapping[str, Any]) -> Backup | None:
         sources.append(named[1] if named else tag[len(TAG_PREFIX) :])
         dags.append(named[0] if named else "")
     storage = resource.get("storage")
+    drills = verifications(resource)
     return Backup(
         kind=kind,
         id=str(resource.get("id", "")),
@@ -153,6 +165,8 @@ def backup_of(kind: Kind, resource: Mapping[str, Any]) -> Backup | None:
         verdict=consistency(resource),
         size_mb=storage if isinstance(storage, int) and not isinstance(storage, bool) else None,
         busy=kind == "template" and resource.get("busy") is True,
+        verified_at=drills[-1][0] if drills else None,
+        recovery_seconds=drills[-1][1] if drills else None,
     )
 
 
@@ -241,8 +255,30 @@ def describe_size(size_mb: int | None) -> str:
     return f"{size_mb / 1024:.1f} GiB" if size_mb >= 1024 else f"{size_mb} MB"
 
 
+def describe_verified(backup: Backup) -> str:
+    """``verified 2026-11-24 03:10 UTC, recovered in 3 min 32 s`` or ``not verified``."""
+    if backup.verified_at is None:
+        return "not verified"
+    when = backup.verified_at.strftime("%Y-%m-%d %H:%M UTC")
+    rto = f", recovered in {ago(backup.recovery_seconds)}" if backup.recovery_seconds else ""
+    return f"verified {when}{rto}"
+
+
 def status(group: Group, inventory: Inventory) -> str:
-    """What the group's line says about the RPO."""
+    """What the group's line says about the RPO and the newest verified backup."""
+    return f"{_consistent_status(group, inventory)}; {verified_status(group, inventory)}"
+
+
+def verified_status(group: Group, inventory: Inventory) -> str:
+    """The newest backup a restore drill verified, its age and recovery time, or none."""
+    verified = group.newest_verified
+    if verified is None:
+        return "no backup verified by a restore drill"
+    age = describe_age(verified.age(inventory.now))
+    return f"newest verified: {verified.name} ({age} old; {describe_verified(verified)})"
+
+
+def _consistent_status(group: Group, inventory: Inventory) -> str:
     best = group.newest_consistent
     if best is None:
         return "no application-consistent backup"
@@ -269,7 +305,8 @@ def render_text(inventory: Inventory) -> str:
             lines.append(
                 f" {mark} {b.kind} {b.id} {b.name}: recovery point {point}, "
                 f"{b.verdict or UNVOUCHED}, age {describe_age(b.age(inventory.now))}, "
-                f"size {describe_size(b.size_mb)}{', still copying' if b.busy else ''}"
+                f"size {describe_size(b.size_mb)}, {describe_verified(b)}"
+                f"{', still copying' if b.busy else ''}"
             )
     if inventory.rpo is not None:
         lines.append(
@@ -298,7 +335,7 @@ def render_html(inventory: Inventory, page_url: Any = None) -> str:
             f"data-region='{esc(group.region)}'><h2>{esc(group.source)} in "
             f"{esc(group.region)}</h2><p class='status'>{esc(status(group, inventory))}</p>"
             "<table><tr><th>Backup</th><th>Recovery point</th><th>Verdict</th><th>Age</th>"
-            "<th>Size</th></tr>"
+            "<th>Size</th><th>Verified by a restore drill</th><th>Recovery time</th></tr>"
         )
         best = group.newest_consistent
         for b in group.backups:
@@ -307,12 +344,17 @@ def render_html(inventory: Inventory, page_url: Any = None) -> str:
             label = f"<a href='{esc(link)}' target='_blank'>{name}</a>" if link else name
             point = b.recovery_point.strftime("%Y-%m-%d %H:%M UTC") if b.recovery_point else "-"
             row = "newest-consistent" if b is best else "backup"
+            if b is group.newest_verified:
+                row += " newest-verified"
+            when = b.verified_at.strftime("%Y-%m-%d %H:%M UTC") if b.verified_at else "no"
+            rto = ago(b.recovery_seconds) if b.recovery_seconds is not None else "-"
             parts.append(
                 f"<tr class='{row}' data-id='{esc(b.id)}'><td>{label}"
                 f"{' (still copying)' if b.busy else ''}</td><td>{esc(point)}</td>"
                 f"<td>{esc(b.verdict or UNVOUCHED)}</td>"
                 f"<td>{esc(describe_age(b.age(inventory.now)))}</td>"
-                f"<td>{esc(describe_size(b.size_mb))}</td></tr>"
+                f"<td>{esc(describe_size(b.size_mb))}</td>"
+                f"<td class='verified'>{esc(when)}</td><td class='rto'>{esc(rto)}</td></tr>"
             )
         parts.append("</table></section>")
     return "".join(parts)

@@ -32,6 +32,7 @@ body{font-family:sans-serif;margin:1rem}table{border-collapse:collapse;margin:.5
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
 .rpo-met .status{color:#176b2c}.rpo-missed .status,.no-consistent .status{color:#b3261e}
 tr.newest-consistent{background:#e6f4ea;font-weight:bold}.error{color:#b3261e}
+tr.newest-verified td.verified,tr.newest-verified td.rto{background:#e8f0fe;font-weight:bold}
 """
 
 

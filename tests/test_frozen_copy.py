@@ -13,9 +13,12 @@ itself in tests/system/.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -63,13 +66,14 @@ class Run:
     dag: Any
     run_id: str = "scheduled__2026-11-24T00:00:00+00:00"
     store: dict[tuple[str, str], Any] = field(default_factory=dict)
+    date: datetime = DATE
 
     def context(self, task_id: str, try_number: int = 1) -> dict[str, Any]:
         return {
             "ti": TI(self.store, task_id, try_number),
             "run_id": self.run_id,
-            "logical_date": DATE,
-            "dag_run": SimpleNamespace(run_after=DATE, conf={}),
+            "logical_date": self.date,
+            "dag_run": SimpleNamespace(run_after=self.date, conf={}),
             "dag": self.dag,
         }
 
@@ -234,3 +238,91 @@ def test_a_run_cannot_choose_a_profile_or_connection_the_dag_does_not_list(
         Run(dag).run(group.freeze)
     assert is_final(err.value)
     assert api_requests(sim) == [], "nothing asked of Skytap, so no VM reached either"
+
+
+@pytest.fixture
+def task_log(tmp_path: Any) -> Iterator[Any]:
+    """Airflow's task logging (structlog) as JSON lines in a file, at a level chosen per use;
+    Airflow's default set back after. Answers ``start(level)``, then ``lines()``."""
+    from airflow.sdk.log import configure_logging
+
+    path = tmp_path / "task.log"
+    opened: list[Any] = []
+
+    class Log:
+        def start(self, level: str) -> None:
+            for handle in opened:
+                handle.close()
+            opened.append(path.open("wb"))
+            configure_logging(
+                json_output=True,
+                log_level=level,
+                output=opened[-1],
+                cache_logger_on_first_use=False,
+            )
+
+        def lines(self) -> list[dict[str, Any]]:
+            opened[-1].flush()
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    yield Log()
+    configure_logging(cache_logger_on_first_use=False)
+    for handle in opened:
+        handle.close()
+
+
+def test_at_info_each_host_gets_one_line_per_step_and_the_run_a_summary(
+    sim: Any, on_lab: lab.Lab, task_log: Any
+) -> None:
+    """The protocol (the guardian's @@sq records, the sh -c commands) is DEBUG; no secret."""
+    dag, group = chain(mounts=mounts_of(on_lab))
+    secrets = [sim.token, *secret_values(on_lab.ssh_connection())]
+    for day, level in enumerate(("INFO", "DEBUG")):
+        task_log.start(level)
+        run = Run(dag, run_id=f"manual__{level}", date=DATE + timedelta(days=day))
+        run.run(group.freeze)
+        run.run(group.copy)
+        run.run(group.thaw)
+        lines = task_log.lines()
+        text = [str(line.get("event")) for line in lines]
+        print(f"{level}: {len(lines)} lines")
+        for line in lines:
+            print(f"  [{line.get('level')}] {line.get('event')}")
+        for secret in secrets:
+            assert not any(secret in str(line) for line in lines), "a secret in the log"
+        if level == "DEBUG":
+            assert any("@@sq" in t for t in text) and any("sh -c" in t for t in text)
+            continue
+        assert not any("@@sq" in t for t in text)
+        assert not any("sh -c" in t for t in text)
+        assert not any(t.startswith(("Connected (", "Authentication (")) for t in text)
+        assert {str(line.get("level")) for line in lines} <= {"info", "warning", "error"}
+        for vm in on_lab.vms:
+            for step in (": preflight ok", ": paused (", ": thawed ("):
+                mine = [t for t in text if t.startswith(vm.name) and step in t]
+                assert len(mine) == 1, (vm.name, step, mine)
+        # The freeze task thawed (its summary); the thaw task found them thawed (the run's).
+        hosts = len(on_lab.vms)
+        window = rf"{hosts} host\(s\); freeze window [0-9.]+ s .*consistency application-consistent"
+        thawed = [t for t in text if re.match(rf"Thawed {window}", t)]
+        checked = [t for t in text if re.match(rf"Checked, thawed already: {window}", t)]
+        assert len(thawed) == 1 and len(checked) == 1, text
+        assert text.index(checked[0]) > text.index(thawed[0])
+
+
+def secret_values(connection: dict[str, Any]) -> list[str]:
+    """The secrets an SSH connection holds: its password and its key, whole and line by line."""
+    extra = connection.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra)
+    found = [connection.get("password"), extra.get("private_key"), extra.get("passphrase")]
+    if extra.get("key_file"):
+        found.append(Path(extra["key_file"]).read_text())
+    lines = [
+        line
+        for value in found
+        if value
+        for line in str(value).splitlines()
+        if len(line) > 20 and "PRIVATE KEY" not in line
+    ]
+    return [str(v) for v in found if v] + lines

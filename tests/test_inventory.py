@@ -14,6 +14,7 @@ import pytest
 
 from airflow_provider_skytap import inventory
 from airflow_provider_skytap.backups import consistency_tag, source_tag, time_tag
+from airflow_provider_skytap.verification import verified_tag
 from tests.conftest import Sim
 from tests.skytap_simulator.helpers import seed_with
 
@@ -22,12 +23,20 @@ MINE = source_tag("nightly", "environment", "1001")
 
 
 def backup_template(
-    rid: str, region: str, hours_ago: float, verdict: str | None, **extra: Any
+    rid: str,
+    region: str,
+    hours_ago: float,
+    verdict: str | None,
+    verified: tuple[float, float] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """A template as this provider tags a backup of environment 1001 (DAG ``nightly``)."""
+    """A template as this provider tags a backup of environment 1001 (DAG ``nightly``);
+    ``verified``: (hours ago, recovery seconds) of a restore drill's tag."""
     tags = [MINE, time_tag(NOW - timedelta(hours=hours_ago))]
     if verdict:
         tags.append(consistency_tag(verdict))
+    if verified:
+        tags.append(verified_tag(NOW - timedelta(hours=verified[0]), verified[1]))
     return {
         "id": rid,
         "name": f"nightly-environment-1001-{rid}",
@@ -43,7 +52,8 @@ def seed_backups(sim: Sim) -> None:
     only looks like one (no source tag of ours)."""
     templates = [
         backup_template("7001", "US-West", 2, "application-consistent"),
-        backup_template("7002", "US-West", 26, "application-consistent"),
+        # a restore drill verified it 20 h ago and measured a recovery time of 212 s
+        backup_template("7002", "US-West", 26, "application-consistent", verified=(20, 212.0)),
         backup_template("7003", "US-West", 1, "inconsistent"),  # newest, but torn
         backup_template("7004", "EMEA", 30, "application-consistent"),
         backup_template("7006", "US-West", 0.5, None),  # its run failed before the thaw looked
@@ -100,6 +110,14 @@ def test_each_region_shows_its_backups_newest_first_and_the_newest_consistent_on
     assert "not vouched for" in text
     page = inventory.render_html(inv)
     assert "class='group rpo-missed' data-source='environment-1001' data-region='EMEA'" in page
+    # The recovery time a restore drill measured (issue 17), per backup and per region.
+    drilled = west.backups[3]
+    assert (drilled.id, drilled.recovery_seconds) == ("7002", 212.0)
+    assert drilled.verified_at == NOW - timedelta(hours=20)
+    assert west.newest_verified is drilled and emea.newest_verified is None
+    assert "newest verified: nightly-environment-1001-7002 (1 d 2 h old; verified " in text
+    assert "recovered in 3 min 32 s" in text
+    assert "environment-1001 in EMEA: " in text and "no backup verified by a restore drill" in text
 
 
 def _cli(sim: Sim, *args: str) -> subprocess.CompletedProcess[str]:

@@ -97,3 +97,42 @@ def test_names_are_shown_as_text_on_the_page() -> None:
     hostile = listed("1", 1, "application-consistent", name="<img src=x onerror=alert(1)>")
     page = inventory.render_html(inventory.build([("template", hostile)], now=NOW))
     assert "<img" not in page and "&lt;img" in page
+
+
+def test_each_backup_shows_whether_a_drill_verified_it_and_its_recovery_time() -> None:
+    from airflow_provider_skytap.verification import verified_tag
+
+    drilled = listed("1", 30, "application-consistent")
+    drilled["tags"] += [
+        verified_tag(NOW - timedelta(hours=20), 300.0),
+        verified_tag(NOW - timedelta(hours=2), 212.0),  # the latest drill counts
+    ]
+    found = inventory.build(
+        [
+            ("template", listed("3", 1, "application-consistent")),  # newer, never drilled
+            ("template", drilled),
+            ("template", listed("2", 50, "application-consistent")),
+        ],
+        now=NOW,
+    )
+    (group,) = found.groups
+    newest = group.newest_verified
+    assert newest is not None and newest.id == "1" and newest.recovery_seconds == 212.0
+    assert newest.verified_at == NOW - timedelta(hours=2)
+    assert group.newest_consistent is not None and group.newest_consistent.id == "3"
+    text = inventory.render_text(found)
+    assert "newest verified: b-1 (1 d 6 h old; verified 2026-11-30 10:00 UTC, " in text
+    assert "recovered in 3 min 32 s" in text
+    assert "template 3 b-3: recovery point" in text and "not verified" in text
+    page = inventory.render_html(found)
+    assert "<th>Verified by a restore drill</th><th>Recovery time</th>" in page
+    assert (
+        "class='backup newest-verified' data-id='1'" in page
+        and "<td class='rto'>3 min 32 s</td>" in page
+    )
+
+
+def test_without_a_drill_the_group_says_so() -> None:
+    found = inventory.build([("template", listed("1", 1, "application-consistent"))], now=NOW)
+    assert "no backup verified by a restore drill" in inventory.render_text(found)
+    assert "<td class='verified'>no</td><td class='rto'>-</td>" in inventory.render_html(found)

@@ -476,17 +476,78 @@ def poll_pauses(first: float, longest: float) -> Iterator[float]:
         pause = min(float(longest), pause * 1.5)
 
 
+#: The progress lines of every wait: (until this many seconds have passed, one line every).
+PROGRESS_STEPS: tuple[tuple[float, float], ...] = ((120.0, 10.0), (600.0, 30.0))
+#: After the steps, one line per poll pause, but at least this many seconds apart ...
+PROGRESS_SHORTEST_LATE = 30.0
+#: ... and at most this many (the default ``log_every`` of every wait).
+PROGRESS_LONGEST = 300.0
+
+
+def progress_gap(elapsed: float, pause: float, longest: float = PROGRESS_LONGEST) -> float:
+    """Seconds from a progress line logged at ``elapsed`` to the next one: every 10 s in the
+    first 2 min, every 30 s to 10 min, then every poll pause (at least 30 s), never more than
+    ``longest`` apart. The one schedule of every wait: the hooks', the trigger's (deferred),
+    the sensor's, the restore's and the quiesce waits'.
+
+    :param elapsed: seconds since the wait began, when the line was due
+    :param pause: the wait's current pause between polls, seconds
+    :param longest: the longest gap between two lines, seconds (a wait's ``log_every``)
+    """
+    longest = max(0.05, float(longest))
+    for until, gap in PROGRESS_STEPS:
+        if elapsed < until:
+            return min(gap, longest)
+    return min(max(float(pause), PROGRESS_SHORTEST_LATE), longest)
+
+
+@dataclass
+class Progress:
+    """When a wait logs: :func:`progress_gap`'s schedule, kept by elapsed time.
+
+    ``due(elapsed)`` says whether to log now (and moves the schedule on past ``elapsed``);
+    ``next_at`` is when the next line is due, so a wait whose polls are further apart than
+    the schedule logs in between (the state of its last poll, and how old it is).
+
+    :param longest: the longest gap between two lines, seconds
+    """
+
+    longest: float = PROGRESS_LONGEST
+    next_at: float = 0.0
+    current_pause: float = 0.0
+
+    def due(self, elapsed: float, pause: float | None = None) -> bool:
+        """Whether to log a line at ``elapsed`` seconds; if so the next one is scheduled.
+
+        :param elapsed: seconds since the wait began
+        :param pause: the wait's current poll pause (None: the last one given)
+        """
+        if pause is not None:
+            self.current_pause = pause
+        if elapsed < self.next_at:
+            return False
+        while self.next_at <= elapsed:
+            self.next_at += progress_gap(self.next_at, self.current_pause, self.longest)
+        return True
+
+
 def describe(kind: Kind, resource_id: str, resource: Mapping[str, Any] | None = None) -> str:
     name = (resource or {}).get("name")
     return f"{kind} {resource_id}" + (f" ({name!r})" if name else "")
 
 
-def _ago(elapsed: float) -> str:
+def ago(elapsed: float) -> str:
+    """A duration for a log line: ``42 s``, ``2 min 30 s``, ``2 h 5 min``.
+
+    :param elapsed: seconds
+    """
+    if elapsed < 10:
+        return f"{max(0.0, elapsed):.1f} s"
     seconds = round(elapsed)
     if seconds < 120:
         return f"{seconds} s"
     if seconds < 7200:
-        return f"{seconds // 60} min"
+        return f"{seconds // 60} min" + (f" {seconds % 60} s" if seconds % 60 else "")
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
@@ -1108,12 +1169,17 @@ class SkytapApi:
         timeout: float,
         poll_interval: float = 5.0,
         max_poll_interval: float = 60.0,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
+        already: float = 0.0,
     ) -> Plan[dict[str, Any]]:
         """Poll until the resource is no longer busy; answers it.
 
         Backs off from ``poll_interval`` to ``max_poll_interval``; fails fast when its
-        ``error`` fills in or it disappears; logs progress every ``log_every`` seconds.
+        ``error`` fills in or it disappears; logs its state and the time spent on the
+        :func:`progress_gap` schedule (every 10 s at first, at most ``log_every`` apart).
+
+        :param already: seconds this wait had already lasted before this call (a trigger
+            resumed after an outage or a restart), counted in the elapsed time and timeout
         """
         kind = check_kind(kind)
         rid = check_id(resource_id, f"{kind} id")
@@ -1133,13 +1199,22 @@ class SkytapApi:
                 )
             return state.state == "ready"
 
-        start = self.clock()
+        start = self.clock() - max(0.0, float(already))
         resource = yield from self._poll(
-            kind, rid, ready, "busy", timeout, poll_interval, max_poll_interval, log_every
+            kind,
+            rid,
+            ready,
+            "busy",
+            timeout,
+            poll_interval,
+            max_poll_interval,
+            log_every,
+            detail=lambda found: readiness(kind, found).detail if found else "gone",
+            start=start,
         )
         assert resource is not None
         label = describe(kind, rid, resource)
-        self.log.info("%s is ready after %s", label, _ago(self.clock() - start))
+        self.log.info("%s is ready after %s", label, ago(self.clock() - start))
         return resource
 
     def wait_until_gone(
@@ -1161,15 +1236,20 @@ class SkytapApi:
         timeout: float,
         poll_interval: float,
         max_poll_interval: float,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
+        *,
+        detail: Callable[[dict[str, Any] | None], str] | None = None,
+        start: float | None = None,
     ) -> Plan[dict[str, Any] | None]:
         """GET the resource with backoff until ``done(resource or None on 404, the 404)``.
 
-        Raises :class:`SkytapWaitTimeoutError` at ``timeout``; logs "still <still> after"
-        every ``log_every`` seconds. ``done`` may raise to fail fast.
+        Raises :class:`SkytapWaitTimeoutError` at ``timeout`` (counted from ``start``); logs
+        "still <still> after <elapsed> (<detail>); next check in <pause>" on the
+        :func:`progress_gap` schedule. ``done`` may raise to fail fast.
         """
-        start = last_log = self.clock()
+        start = self.clock() if start is None else start
         pauses = poll_pauses(poll_interval, max_poll_interval)
+        progress = Progress(longest=log_every)
         while True:
             resource: dict[str, Any] | None
             missing: SkytapNotFoundError | None = None
@@ -1179,17 +1259,52 @@ class SkytapApi:
                 resource, missing = None, err
             if done(resource, missing):
                 return resource
-            now = self.clock()
-            spent = now - start
+            spent = self.clock() - start
             label = describe(kind, rid, resource)
             if spent >= timeout:
                 raise SkytapWaitTimeoutError(
-                    f"{label} still {still} after {_ago(spent)} (timeout {timeout:.0f} s)"
+                    f"{label} still {still} after {ago(spent)} (timeout {timeout:.0f} s)"
                 )
-            if now - last_log >= log_every:
-                self.log.info("%s: still %s after %s", label, still, _ago(spent))
-                last_log = now
-            yield Sleep(min(next(pauses), max(0.0, timeout - spent)))
+            wanted = next(pauses)
+            pause = min(wanted, max(0.0, timeout - spent))
+            state = detail(resource) if detail else still
+            if progress.due(spent, wanted):
+                self.log.info(
+                    "%s: still %s after %s (%s); next check in %s",
+                    label,
+                    still,
+                    ago(spent),
+                    state,
+                    ago(pause),
+                )
+            yield from self._pause(progress, start, pause, f"{label}: still {still}", state)
+
+    def _pause(
+        self, progress: Progress, start: float, pause: float, what: str, state: str
+    ) -> Plan[None]:
+        """Sleep ``pause`` seconds between two polls; a progress line due meanwhile says
+        ``what``, the elapsed time, ``state`` as of the last poll (and its age), and the next
+        check. The one way every wait of the hooks pauses."""
+        checked = now = self.clock() - start
+        until, left = checked + pause, pause  # no line due: one Sleep of exactly ``pause``
+        while left > 0:
+            to_line = progress.next_at - now
+            # A line due just before the next poll waits for it, and shows a fresh state.
+            if to_line >= left - min(2.0, left / 10):
+                yield Sleep(left)
+                return
+            yield Sleep(max(0.0, to_line))
+            now = self.clock() - start
+            left = until - now
+            if progress.due(now):
+                self.log.info(
+                    "%s after %s (%s as of %s ago); next check in %s",
+                    what,
+                    ago(now),
+                    state,
+                    ago(now - checked),
+                    ago(max(0.0, until - now)),
+                )
 
     # ---- restores: an environment from a template, isolated, started, reachable
 
@@ -1234,16 +1349,18 @@ class SkytapApi:
         timeout: float,
         poll_interval: float = 2.0,
         max_poll_interval: float = 10.0,
-        log_every: float = 10.0,
+        log_every: float = PROGRESS_LONGEST,
     ) -> Plan[dict[str, Any]]:
-        """Poll until the environment and every VM run; log their states every ``log_every``.
+        """Poll until the environment and every VM run; log their states on the
+        :func:`progress_gap` schedule (at most ``log_every`` apart).
 
         Fails fast when ``error`` fills in, when it disappears, or when it settles in a
         runstate other than ``running``.
         """
         eid = check_id(environment_id, "environment_id")
-        start = last_log = self.clock()
+        start = self.clock()
         pauses = poll_pauses(poll_interval, max_poll_interval)
+        progress = Progress(longest=log_every)
         seen_busy = False
         while True:
             env = yield from self.get("environment", eid)
@@ -1256,7 +1373,7 @@ class SkytapApi:
             vms = vm_runstates(env)
             spent = self.clock() - start
             if runstate == "running" and all(v == "running" for v in vms.values()):
-                self.log.info("%s is running after %s: %s", label, _ago(spent), _states(vms))
+                self.log.info("%s is running after %s: %s", label, ago(spent), _states(vms))
                 return env
             # Until it has been seen busy, a stopped environment may not show the change yet.
             if state.state == "ready" and runstate != "running" and (seen_busy or spent > 60):
@@ -1265,16 +1382,23 @@ class SkytapApi:
                 )
             if spent >= timeout:
                 raise SkytapWaitTimeoutError(
-                    f"{label} not running after {_ago(spent)} (timeout {timeout:.0f} s): "
+                    f"{label} not running after {ago(spent)} (timeout {timeout:.0f} s): "
                     f"runstate {runstate}; {_states(vms)}"
                 )
-            now = self.clock()
-            if now - last_log >= log_every:
+            wanted = next(pauses)
+            pause = min(wanted, max(0.0, timeout - spent))
+            if progress.due(spent, wanted):
                 self.log.info(
-                    "%s: runstate %s after %s; %s", label, runstate, _ago(spent), _states(vms)
+                    "%s: runstate %s after %s (%s); next check in %s",
+                    label,
+                    runstate,
+                    ago(spent),
+                    _states(vms),
+                    ago(pause),
                 )
-                last_log = now
-            yield Sleep(min(next(pauses), max(0.0, timeout - spent)))
+            yield from self._pause(
+                progress, start, pause, f"{label}: runstate {runstate}", _states(vms)
+            )
 
     def publish_service(
         self, environment_id: Any, vm_id: Any, interface_id: Any, internal_port: int

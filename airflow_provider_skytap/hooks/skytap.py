@@ -37,6 +37,7 @@ from airflow_provider_skytap.hooks.api import (
     DEFAULT_BASE_URL,
     EXTRA_REGIONS_KEY,
     MAX_RESPONSE_BYTES,
+    PROGRESS_LONGEST,
     REGIONS,
     Kind,
     Plan,
@@ -585,14 +586,20 @@ class SkytapHook(_SkytapHookBase):
         timeout: float = 3600,
         poll_interval: float = 5.0,
         max_poll_interval: float = 60.0,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
+        already: float = 0.0,
     ) -> dict[str, Any]:
         """Poll until not busy, backing off; fail fast on ``error`` or 404; log progress.
+
+        Progress lines (state, time spent, next check) follow
+        :func:`~airflow_provider_skytap.hooks.api.progress_gap`: every 10 s for 2 min, every
+        30 s to 10 min, then every poll pause, at most ``log_every`` apart.
 
         :param timeout: seconds before :class:`SkytapWaitTimeoutError`
         :param poll_interval: the first pause between polls; grows 1.5x per poll
         :param max_poll_interval: the longest pause between polls
-        :param log_every: seconds between "still busy" log lines
+        :param log_every: the longest gap between two progress lines, seconds
+        :param already: seconds the wait had lasted before this call (counted in both)
         """
         plan = self.api.wait_until_ready(
             kind,
@@ -601,6 +608,7 @@ class SkytapHook(_SkytapHookBase):
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
             log_every=log_every,
+            already=already,
         )
         return self.run(plan)
 
@@ -625,7 +633,7 @@ class SkytapHook(_SkytapHookBase):
         routable: bool = False,
         timeout: float = 3600,
         poll_interval: float = 5.0,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
         on_created: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Make an isolated environment from a template, in the template's region.
@@ -643,7 +651,7 @@ class SkytapHook(_SkytapHookBase):
         :param routable: may its networks route to each other (default False)
         :param timeout: seconds to wait for the environment to be made
         :param poll_interval: the first pause between polls
-        :param log_every: seconds between progress lines
+        :param log_every: the longest gap between two progress lines, seconds
         :param on_created: called with the environment as soon as it exists (links, XComs)
         """
         template = self.get_template(template_id)
@@ -718,15 +726,15 @@ class SkytapHook(_SkytapHookBase):
         environment_id: Any,
         *,
         timeout: float = 1800,
-        log_every: float = 10.0,
+        log_every: float = PROGRESS_LONGEST,
         poll_interval: float = 2.0,
     ) -> dict[str, Any]:
         """Ask for ``running`` and wait until the environment and every VM run; logs the
-        runstates and the time spent every ``log_every`` seconds. Answers the environment.
+        runstates and the time spent on the ``progress_gap`` schedule. Answers the environment.
 
         :param environment_id: the environment
         :param timeout: seconds before :class:`SkytapWaitTimeoutError`
-        :param log_every: seconds between progress lines
+        :param log_every: the longest gap between two progress lines, seconds
         :param poll_interval: the first pause between polls (growing to 10 s at most)
         """
         current = self.get_environment(environment_id)
@@ -921,7 +929,8 @@ class SkytapAsyncHook(_SkytapHookBase):
         timeout: float = 3600,
         poll_interval: float = 5.0,
         max_poll_interval: float = 60.0,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
+        already: float = 0.0,
     ) -> dict[str, Any]:
         """The async :meth:`SkytapHook.wait_until_ready`: the same plan, on httpx."""
         api = await self.get_api()
@@ -932,6 +941,7 @@ class SkytapAsyncHook(_SkytapHookBase):
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
             log_every=log_every,
+            already=already,
         )
         return await self.run(plan)
 

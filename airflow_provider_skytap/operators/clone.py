@@ -33,6 +33,7 @@ from airflow_provider_skytap.exceptions import (
     SkytapWaitTimeoutError,
 )
 from airflow_provider_skytap.hooks.api import (
+    PROGRESS_LONGEST,
     Kind,
     check_id,
     check_name,
@@ -82,7 +83,7 @@ class _SkytapCopyOperator(BaseOperator):
         poll_interval: float = 10.0,
         max_poll_interval: float = 60.0,
         timeout: float = 4 * 3600,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         skytap_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
@@ -323,7 +324,8 @@ class LiveCloneOperator(_SkytapCopyOperator):
     :param poll_interval: first pause between polls, seconds (10: the VMs may be frozen)
     :param max_poll_interval: longest pause between polls, seconds
     :param timeout: seconds to wait in all, for a busy source and then for the copy
-    :param log_every: seconds between "still busy after ..." lines
+    :param log_every: the longest gap between two progress lines, seconds (every 10 s
+        for 2 min, every 30 s to 10 min, then every poll pause: ``hooks.api.progress_gap``)
     :param deferrable: wait in the triggerer, holding no worker slot
     :param skytap_conn_id: a connection of type ``skytap``
     """
@@ -408,7 +410,8 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
     :param poll_interval: first pause between polls, seconds
     :param max_poll_interval: longest pause between polls, seconds
     :param timeout: seconds to wait in all (default 24 h: region copies queue)
-    :param log_every: seconds between "still busy after ..." lines
+    :param log_every: the longest gap between two progress lines, seconds (every 10 s
+        for 2 min, every 30 s to 10 min, then every poll pause: ``hooks.api.progress_gap``)
     :param deferrable: wait in the triggerer, holding no worker slot
     :param skytap_conn_id: a connection of type ``skytap``
     """
@@ -431,7 +434,7 @@ class CopyTemplateToRegionOperator(_SkytapCopyOperator):
         poll_interval: float = 60.0,
         max_poll_interval: float = 600.0,
         timeout: float = 24 * 3600,
-        log_every: float = 600.0,
+        log_every: float = PROGRESS_LONGEST,
         **kwargs: Any,
     ) -> None:
         super().__init__(

@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_skytap import checks
 from airflow_provider_skytap.backups import backup_name, run_stamp
 from airflow_provider_skytap.hooks.api import (
+    PROGRESS_LONGEST,
     check_id,
     check_name,
     check_port,
@@ -75,7 +76,7 @@ class RestoreEnvironmentOperator(_RestoreOperator):
     :param routable: let its networks route to each other (default False)
     :param timeout: seconds to wait for Skytap to make the environment
     :param poll_interval: the first pause between polls, seconds
-    :param log_every: seconds between progress lines
+    :param log_every: the longest gap between two progress lines, seconds
     :param skytap_conn_id: the ``skytap`` connection
     """
 
@@ -99,7 +100,7 @@ class RestoreEnvironmentOperator(_RestoreOperator):
         routable: Any = False,
         timeout: Any = 3600,
         poll_interval: float = 10.0,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -171,7 +172,8 @@ class StartEnvironmentOperator(_RestoreOperator):
 
     :param environment_id: the environment (templated)
     :param timeout: seconds before the task fails
-    :param log_every: seconds between progress lines (runstates and time spent)
+    :param log_every: the longest gap between two progress lines (runstates and time
+        spent), seconds: ``hooks.api.progress_gap``
     :param poll_interval: the first pause between polls (growing to 10 s at most)
     :param skytap_conn_id: the ``skytap`` connection
     """
@@ -183,7 +185,7 @@ class StartEnvironmentOperator(_RestoreOperator):
         *,
         environment_id: Any,
         timeout: Any = 1800,
-        log_every: Any = 30,
+        log_every: Any = PROGRESS_LONGEST,
         poll_interval: float = 2.0,
         **kwargs: Any,
     ) -> None:

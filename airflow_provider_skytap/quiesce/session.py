@@ -78,6 +78,8 @@ class _Host:
         # paramiko loads when a task connects, not when a DAG file is parsed.
         from airflow.providers.ssh.hooks.ssh import SSHHook
 
+        quiet_paramiko()
+
         return SSHHook(
             ssh_conn_id=self.target.ssh_conn_id,
             remote_host=self.target.host or "",
@@ -110,7 +112,7 @@ class _Host:
         try:
             sudo = self.sudo
         except Exception as exc:  # the SSH connection cannot be read or is incomplete
-            how = f"ssh_conn_id {self.target.ssh_conn_id!r}: {_describe(exc)}"
+            how = f"ssh_conn_id {self.target.ssh_conn_id!r}: {describe_error(exc)}"
             raise HostStepError(self.label, f"{step} (ssh connection)", how) from exc
         command = qc.run_command(action, args, sudo=sudo)
         sent = time.time()
@@ -161,13 +163,13 @@ class _Host:
             client = self.hook.get_conn()
         except Exception as exc:
             user = getattr(self.__dict__.get("hook"), "username", None)
-            how = f"as {user!r} with ssh_conn_id {self.target.ssh_conn_id!r}: {_describe(exc)}"
+            how = f"as {user!r} with ssh_conn_id {self.target.ssh_conn_id!r}: {describe_error(exc)}"
             raise HostStepError(self.label, f"{step} (ssh connect)", how) from exc
         try:
-            code, out, err = _run_to_eof(client, command, timeout, self.hook.log, ready)
+            code, out, err = run_to_eof(client, command, timeout, self.hook.log, ready)
         except Exception as exc:
-            raise HostStepError(self.label, step, f"ssh: {_describe(exc)}") from exc
-        return code, out.decode("utf-8", "replace"), _tail(err.decode("utf-8", "replace"))
+            raise HostStepError(self.label, step, f"ssh: {describe_error(exc)}") from exc
+        return code, out.decode("utf-8", "replace"), tail_text(err.decode("utf-8", "replace"))
 
     def close(self) -> None:
         if "hook" in self.__dict__ and self.hook.client is not None:
@@ -445,9 +447,13 @@ class QuiesceSession:
             records.append(record)
         report = ThawReport(records)
         window = report.window()
+        # A thaw after an earlier task's (the freeze task releases right after the copy) finds
+        # every guardian finished: its summary says so, and its host lines are DEBUG.
+        earlier_release = bool(records) and all(r.guardian == "finished" for r in records)
         self.log.info(
-            "Thawed %d host(s); freeze window %s s (%s clock; longest single host %s s); "
+            "%s %d host(s); freeze window %s s (%s clock; longest single host %s s); "
             "consistency %s",
+            "Checked, thawed already:" if earlier_release else "Thawed",
             len(records),
             window["seconds"],
             window["clock"],
@@ -530,7 +536,8 @@ class QuiesceSession:
                     mount,
                 )
         if answer is not None and answer.report.get("exit_code") == 0:
-            self.log.info(
+            quiet = record.guardian == "finished" and not record.guardian_fired
+            (self.log.debug if quiet else self.log.info)(
                 "%s: thawed (guardian %s, %s); frozen %s s",
                 host.label,
                 record.guardian,
@@ -617,7 +624,7 @@ class _Gate:
 EOF_GRACE = 5.0
 
 
-def _run_to_eof(
+def run_to_eof(
     client: Any,
     command: str,
     timeout: float,
@@ -634,7 +641,7 @@ def _run_to_eof(
     With ``ready`` (``arm --staged``) the input stays open until the command says
     :data:`commands.READY_LINE`; then ``ready()`` decides: go (True) or stop (False).
     """
-    logger.info("Running command: %s", command)
+    logger.debug("Running command: %s", command)
     _stdin, stdout, _stderr = client.exec_command(command, timeout=timeout)
     channel = stdout.channel
     if ready is None:
@@ -671,13 +678,16 @@ def _run_to_eof(
     code = channel.recv_exit_status()
     channel.close()
     # One log event per stream, a line each inside it: with many hosts, a log event per report
-    # line was most of the controller's CPU between the first freeze and the last thaw.
-    text = bytes(out).decode("utf-8", "replace").rstrip("\n")
-    if text:
-        logger.info("%s", text)
-    text = bytes(err).decode("utf-8", "replace").rstrip("\n")
-    if text:
-        logger.warning("%s", text)
+    # line was most of the controller's CPU between the first freeze and the last thaw. The
+    # records (@@sq) and the command are protocol: DEBUG. At INFO the session logs one line
+    # per host per step; a failure's stderr travels in its HostStepError.
+    if getattr(logger, "isEnabledFor", lambda _level: True)(logging.DEBUG):
+        text = bytes(out).decode("utf-8", "replace").rstrip("\n")
+        if text:
+            logger.debug("%s", text)
+        text = bytes(err).decode("utf-8", "replace").rstrip("\n")
+        if text:
+            logger.debug("stderr: %s", text)
     return code, bytes(out), bytes(err)
 
 
@@ -717,10 +727,29 @@ def _joined(what: str, errors: Any) -> str:
     return f"{what}: " + " | ".join(str(e) for e in errors)
 
 
-def _tail(text: str, limit: int = 1500) -> str:
+def tail_text(text: str, limit: int = 1500) -> str:
+    """``text`` on one line (whitespace squeezed), its last ``limit`` characters at most.
+
+    :param text: command output, an error
+    :param limit: the most characters kept
+    """
     text = " ".join(text.split())
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def _describe(exc: BaseException) -> str:
+def quiet_paramiko() -> None:
+    """paramiko's transport says "Connected (version 2.0, ...)" and "Authentication
+    (publickey) successful!" at INFO for every connection: two lines per host per task, noise
+    beside the one line per host per step. Its logger goes to WARNING, unless the deployment
+    set a level of its own (then that is kept)."""
+    transport = logging.getLogger("paramiko.transport")
+    if transport.level == logging.NOTSET:
+        transport.setLevel(logging.WARNING)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception for a log line or an error: its class name and its message, if any.
+
+    :param exc: the exception
+    """
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

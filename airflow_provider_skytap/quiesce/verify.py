@@ -25,8 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_skytap import checks
+from airflow_provider_skytap.hooks.api import Progress, ago
 from airflow_provider_skytap.quiesce import commands as qc
-from airflow_provider_skytap.quiesce.session import _describe, _run_to_eof, _tail, wants_sudo
+from airflow_provider_skytap.quiesce.session import (
+    describe_error,
+    run_to_eof,
+    tail_text,
+    wants_sudo,
+)
 from airflow_provider_skytap.quiesce.spec import QuiesceTarget
 
 PREFIX = "@@sv "
@@ -242,7 +248,7 @@ def parse_answer(record: VmCheck, stdout: str) -> None:
             record.app_exit = int(value) if value.strip().isdigit() else -1
         elif key == "done":
             done = True
-    record.app_output = _tail(" / ".join(output), 500)
+    record.app_output = tail_text(" / ".join(output), 500)
     if not done:
         record.error = "the checks did not finish (no end line in the answer)"
 
@@ -261,7 +267,7 @@ class _Vm:
         from airflow.providers.ssh.hooks.ssh import SSHHook
 
         start = time.monotonic()
-        last_log = start
+        progress = Progress()
         while True:
             self.hook = SSHHook(
                 ssh_conn_id=self.target.ssh_conn_id,
@@ -277,13 +283,15 @@ class _Vm:
                 if spent >= self.spec.boot_timeout:
                     raise TimeoutError(
                         f"not reachable over SSH after {spent:.0f} s "
-                        f"(boot_timeout {self.spec.boot_timeout} s): {_describe(exc)}"
+                        f"(boot_timeout {self.spec.boot_timeout} s): {describe_error(exc)}"
                     ) from exc
-                if time.monotonic() - last_log >= 10:
+                if progress.due(spent, 1.0):
                     self.log.info(
-                        "%s: SSH not answering yet after %.0f s", self.target.label, spent
+                        "%s: SSH not answering yet after %s (%s); trying every 1 s",
+                        self.target.label,
+                        ago(spent),
+                        describe_error(exc),
                     )
-                    last_log = time.monotonic()
                 time.sleep(1.0)
                 continue
             self.record.reachable = True
@@ -295,18 +303,18 @@ class _Vm:
         try:
             client = self._connect()
         except Exception as exc:
-            self.record.error = str(exc) if isinstance(exc, TimeoutError) else _describe(exc)
+            self.record.error = str(exc) if isinstance(exc, TimeoutError) else describe_error(exc)
             return self.record
         try:
             sudo = wants_sudo(self.spec.use_sudo, self.hook.username, "fsfreeze")
             command = check_command(self.target_mounts, self.spec.app_check, sudo=sudo)
-            code, out, err = _run_to_eof(client, command, self.spec.step_timeout, self.log)
+            code, out, err = run_to_eof(client, command, self.spec.step_timeout, self.log)
             parse_answer(self.record, out.decode("utf-8", "replace"))
             if code != 0 and self.record.error is None:
-                stderr = _tail(err.decode("utf-8", "replace"))
+                stderr = tail_text(err.decode("utf-8", "replace"))
                 self.record.error = f"the check command exited {code}: {stderr}"
         except Exception as exc:
-            self.record.error = f"ssh: {_describe(exc)}"
+            self.record.error = f"ssh: {describe_error(exc)}"
         finally:
             client.close()
         return self.record

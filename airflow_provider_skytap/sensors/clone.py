@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,8 @@ from airflow_provider_skytap.exceptions import (
     SkytapWaitTimeoutError,
 )
 from airflow_provider_skytap.hooks.api import (
+    PROGRESS_LONGEST,
+    ago,
     check_id,
     check_kind,
     describe,
@@ -44,7 +46,8 @@ class CloneCompleteSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer, holding no worker slot
     :param max_poll_interval: longest pause between polls, seconds: pokes (and a deferred
         wait's polls) start ``poke_interval`` apart and grow 1.5x each time up to this
-    :param log_every: seconds between "still busy after ..." lines when deferred
+    :param log_every: the longest gap between two progress lines, seconds (see
+        ``hooks.api.progress_gap``; poke and deferred modes alike)
     :param skytap_conn_id: a connection of type ``skytap``
     """
 
@@ -58,7 +61,7 @@ class CloneCompleteSensor(BaseSensorOperator):
         kind: str = "template",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float = 60.0,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
         skytap_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
@@ -90,7 +93,21 @@ class CloneCompleteSensor(BaseSensorOperator):
         if state.state == "failed":
             raise CloneFailedError(f"{label} failed: {state.detail}")
         if state.state == "busy":
-            self.log.info("%s is still busy (%s)", label, state.detail)
+            ti = context.get("ti")
+            # Reschedule mode: since the first poke (Airflow's own measure for the timeout).
+            first = getattr(ti, "get_first_reschedule_date", None) if self.reschedule else None
+            started = first(context) if first else getattr(ti, "start_date", None)
+            if isinstance(started, datetime):
+                spent = (datetime.now(timezone.utc) - started).total_seconds()
+                self.log.info(
+                    "%s: still busy after %s (%s); next check in %s",
+                    label,
+                    ago(spent),
+                    state.detail,
+                    ago(float(self.poke_interval)),
+                )
+            else:
+                self.log.info("%s is still busy (%s)", label, state.detail)
             return False
         self.log.info("%s is ready (%s)", label, state.detail)
         return True

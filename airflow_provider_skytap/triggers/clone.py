@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_skytap.hooks.api import describe, readiness
+from airflow_provider_skytap.hooks.api import PROGRESS_LONGEST, ago, describe, readiness
 from airflow_provider_skytap.hooks.skytap import (
     SkytapAPIError,
     SkytapAsyncHook,
@@ -24,9 +24,11 @@ class CloneCompleteTrigger(BaseTrigger):
     """Wait, off the worker, until an environment or template is no longer busy.
 
     Polls through :class:`SkytapAsyncHook` with the hook's own backoff (from ``poll_interval``
-    up to ``max_poll_interval``) and logs "still busy after 14 min" every ``log_every``
-    seconds. A call that fails even after the hook's retries is logged and the wait goes on,
-    so a Skytap outage shorter than the timeout does not fail the task.
+    up to ``max_poll_interval``) and logs the state, the time since the wait began and the
+    next check on the schedule of every wait (``hooks.api.progress_gap``: every 10 s for
+    2 min, every 30 s to 10 min, then every poll pause, at most ``log_every`` apart). A call
+    that fails even after the hook's retries is logged and the wait goes on, so a Skytap
+    outage shorter than the timeout does not fail the task.
 
     Fires one event, ``{"status": "success" | "error", "reason": ..., "message": ...,
     "kind": ..., "resource_id": ..., "name": ..., "end_time": ..., "carry": {...}}``;
@@ -39,7 +41,9 @@ class CloneCompleteTrigger(BaseTrigger):
     :param end_time: when to give up, as a UNIX timestamp (survives a triggerer restart)
     :param poll_interval: first pause between polls, in seconds
     :param max_poll_interval: longest pause between polls, in seconds
-    :param log_every: seconds between progress lines
+    :param log_every: the longest gap between two progress lines, seconds
+    :param started_at: when the wait began, as a UNIX timestamp (default: now); the elapsed
+        time in the log counts from it, across outages and triggerer restarts
     :param carry: primitives handed back in the event's ``carry`` (what the task needs when
         it resumes; ``dag.test()`` drops the deferral's kwargs, so they travel here too)
     """
@@ -53,8 +57,9 @@ class CloneCompleteTrigger(BaseTrigger):
         end_time: float,
         poll_interval: float = 10.0,
         max_poll_interval: float = 300.0,
-        log_every: float = 60.0,
+        log_every: float = PROGRESS_LONGEST,
         carry: dict[str, Any] | None = None,
+        started_at: float | None = None,
     ) -> None:
         super().__init__()
         self.kind = kind
@@ -65,6 +70,7 @@ class CloneCompleteTrigger(BaseTrigger):
         self.max_poll_interval = float(max_poll_interval)
         self.log_every = float(log_every)
         self.carry = dict(carry or {})
+        self.started_at = time.time() if started_at is None else float(started_at)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -78,6 +84,7 @@ class CloneCompleteTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "log_every": self.log_every,
                 "carry": self.carry,
+                "started_at": self.started_at,
             },
         )
 
@@ -98,7 +105,11 @@ class CloneCompleteTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = SkytapAsyncHook(self.skytap_conn_id, logger=self.log)  # lines in the task's log
         label = describe(self.kind, self.resource_id)  # type: ignore[arg-type]
-        self.log.info("Waiting until %s is no longer busy", label)
+        self.log.info(
+            "Waiting until %s is no longer busy (deferred; began %s ago)",
+            label,
+            ago(max(0.0, time.time() - self.started_at)),
+        )
         while True:
             remaining = self.end_time - time.time()
             if remaining <= 0:
@@ -112,6 +123,7 @@ class CloneCompleteTrigger(BaseTrigger):
                     poll_interval=self.poll_interval,
                     max_poll_interval=self.max_poll_interval,
                     log_every=self.log_every,
+                    already=max(0.0, time.time() - self.started_at),
                 )
             except SkytapResourceFailedError as err:
                 yield self._event("error", "failed", str(err))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from itertools import islice
@@ -172,6 +173,19 @@ def test_timeout_and_soft_fail(
     op = sensor(skytap_conn, tid, timeout=1, soft_fail=soft_fail, deferrable=mode == "deferrable")
     with pytest.raises(expected):
         run_task(op)
+
+
+def test_each_reschedule_poke_logs_the_time_since_the_first(
+    skytap_conn: str, hook: SkytapHook, sim: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tid = busy_template(hook, sim, seconds=30)
+    op = sensor(skytap_conn, tid, mode="reschedule", timeout=3600, poke_interval=60)
+    capsys.readouterr()
+    with pytest.raises(AirflowRescheduleException):
+        op.execute(reschedule_ctx(datetime.now(timezone.utc) - timedelta(seconds=150)))
+    out = capsys.readouterr().out
+    assert re.search(rf"template {tid} .*: still busy after 2 min 3\d s \(busy True\)", out), out
+    assert "; next check in 60 s" in out
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,14 @@ def test_the_inventory_page_highlights_the_newest_consistent_backup_against_the_
             rows = west.find_elements(By.CSS_SELECTOR, "tr[data-id]")
             assert [r.get_attribute("data-id") for r in rows] == ["7006", "7003", "7001", "7002"]
             assert "MISSES the RPO" in emea.text and "30.0 GiB" in emea.text
+            # the recovery time of the restore drill that verified 7002 (issue 17)
+            headers = [h.text for h in west.find_elements(By.TAG_NAME, "th")]
+            assert headers[-2:] == ["Verified by a restore drill", "Recovery time"]
+            verified = west.find_element(By.CSS_SELECTOR, "tr.newest-verified")
+            assert verified.get_attribute("data-id") == "7002"
+            assert verified.find_element(By.CSS_SELECTOR, "td.rto").text == "3 min 32 s"
+            assert "newest verified: nightly-environment-1001-7002" in west.text
+            assert "no backup verified by a restore drill" in emea.text
             assert sim.token not in ui.driver.page_source
         finally:
             ui.driver.switch_to.default_content()
