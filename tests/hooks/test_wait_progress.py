@@ -2,8 +2,8 @@
 
 The schedule (``hooks.api.progress_gap``): every 10 s in the first 2 min, every 30 s to
 10 min, then every poll pause (at least 30 s), at most ``log_every`` apart. The real-HTTP tests
-run a 3-minute region copy in the simulator with time scaled 60x (3 s of wall time): the hook's
-clock runs 60x faster and its pauses are 60x shorter, and the log must show the lines a user
+run a 3-minute region copy in the simulator with time scaled 30x (6 s of wall time): the hook's
+clock runs 30x faster and its pauses are 30x shorter, and the log must show the lines a user
 would read at 0 s, 10 s, ... 2 min, 2 min 30 s, deferred (the trigger) and not.
 """
 
@@ -23,7 +23,7 @@ from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.triggers.clone import CloneCompleteTrigger
 
 TEMPLATE = "5001"  # base-linux, US-West (the simulator's default seed)
-SCALE = 60.0  # one wall second is one simulated minute
+SCALE = 30.0  # one wall second is half a simulated minute
 
 
 def schedule(until: float, pause: float, longest: float = 300.0) -> list[float]:
@@ -120,17 +120,20 @@ def check_lines(lines: list[str], tid: str) -> None:
     shown = [elapsed_of(line) for line in still]
     expected = [float(s) for s in range(0, 121, 10)] + [float(s) for s in range(150, 600, 30)]
     # Each line lands on a point of the schedule, a little after it (a request's time is
-    # scaled 60x too: 5 ms read 0.3 s; the first, opening a connection, up to 12 s).
+    # scaled 30x too: 5 ms read 0.15 s, 200 ms on a loaded machine 6 s; the first, opening a
+    # connection, up to 12 s).
     points = []
     for number, got in enumerate(shown):
         point = max(p for p in expected if p <= got + 1)
-        assert got - point <= (12 if number == 0 else 4), (shown, expected)
+        assert got - point <= (12 if number == 0 else 6), (shown, expected)
         points.append(point)
     assert points == sorted(set(points)), shown  # one line per point, none skipped ...
     assert set(expected[1:15]) <= set(points), shown  # ... up to the copy's end at 3 min
     # Polls 60 s growing 1.5x apart (0, 60, 150, 285 s) see it ready at the first after 3 min.
     ready = [line for line in lines if f"template {tid} ('dr progress') is ready after" in line]
-    assert len(ready) == 1 and re.search(r"ready after 4 min (4[5-9]|5[0-9]) s", ready[0]), ready
+    assert len(ready) == 1, ready
+    found = re.search(r"ready after (\d+) min (\d+) s", ready[0])
+    assert found and 285 <= int(found.group(1)) * 60 + int(found.group(2)) <= 300, ready
     assert max(shown) < 285, shown
 
 
