@@ -299,7 +299,7 @@ def _schedule(value: Any, field: str) -> str:
 
     text = _text(value, field)
     try:
-        CronTriggerTimetable(text, timezone="UTC")
+        CronTriggerTimetable(text, timezone="UTC").validate()
     except Exception as exc:
         raise InvalidValueError(f"{field}: {text!r} is not a cron expression: {exc}") from exc
     return text
