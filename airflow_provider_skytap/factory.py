@@ -57,6 +57,7 @@ START_DATE = datetime(2026, 11, 1, tzinfo=timezone.utc)
 _ID = re.compile(r"^[0-9]+$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_VM = re.compile(r"^\S.*$")  # a Skytap VM name (spaces allowed) or "*"
 
 _BACKUP_KEYS = {
     "environment_id": "the Skytap environment (the number in its URL); required",
@@ -324,9 +325,7 @@ def _environment(
     mounts_raw = raw.get("mounts", ["/srv/data"])
     if isinstance(mounts_raw, dict):
         mounts: Any = {
-            _text(vm, at("mounts"), _NAME if vm != "*" else None): list(
-                _paths(paths, at(f"mounts.{vm}"))
-            )
+            _text(vm, at("mounts"), _VM): list(_paths(paths, at(f"mounts.{vm}")))
             for vm, paths in mounts_raw.items()
         }
     else:
@@ -353,7 +352,7 @@ def _environment(
         schedule=_schedule(raw.get("schedule", "0 2 * * *"), at("schedule")),
         dr_regions=dr_regions,
         keep=_integer(raw.get("keep", 7), at("keep"), 1),
-        vm_names=_texts(vm_names, at("vm_names")) if vm_names else None,
+        vm_names=_texts(vm_names, at("vm_names"), _VM) if vm_names else None,
         mounts=mounts,
         profile=profile,
         ssh_conn_id=ssh_conn_id,

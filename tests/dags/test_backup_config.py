@@ -167,3 +167,18 @@ def test_one_environment_named_twice_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidValueError, match="environment_id '1001' is named twice"):
         load_config(path, presets=DEFAULT_PRESETS, ssh_conn_ids=SSH)
+
+
+def test_vm_names_as_skytap_spells_them_are_accepted(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        """
+        environment_id: "1001"
+        vm_names: ["DB Server 1"]
+        mounts: {"DB Server 1": [/var/lib/pgsql], "*": [/srv/data]}
+        """,
+    )
+    [erp] = load_config(path, presets=DEFAULT_PRESETS, ssh_conn_ids=SSH)
+    assert erp.vm_names == ("DB Server 1",)
+    assert erp.mounts == {"DB Server 1": ["/var/lib/pgsql"], "*": ["/srv/data"]}
+    assert (erp.dag_id, erp.drill) == ("skytap_backup_erp", None)  # no drill unless asked
