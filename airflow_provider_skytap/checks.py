@@ -98,8 +98,10 @@ def conf_keys(conf: Mapping[str, Any] | None, params: Iterable[str]) -> None:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            value = repr(conf[key])  # type: ignore[index]
             raise ValueError(
                 f"conf: {key!r} is not a param of this DAG{hint}; its params: {', '.join(known)}"
+                f"; the value given, not used: {value[:80]}"
             )
 
 

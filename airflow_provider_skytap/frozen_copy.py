@@ -66,6 +66,7 @@ __all__ = [
     "DEFAULT_PRESETS",
     "FROZEN_MAX_POLL_SECONDS",
     "FROZEN_POLL_SECONDS",
+    "TASK_DOCS",
     "AdoptCopyOperator",
     "CopySpec",
     "FreezeAndCopyOperator",
@@ -171,6 +172,20 @@ def choice_from_params(
     )
 
 
+#: Each task's ``doc_md`` (the task's page in the UI shows it).
+TASK_DOCS = {
+    "freeze": "Freezes the VMs' mounts over SSH (a guardian on each VM thaws by itself after "
+    "the longest freeze), requests the Skytap copy, polls it every 0.5-1 s and releases the "
+    "VMs the moment Skytap shows it complete. Retries only fail before the request.",
+    "copy": "Adopts the copy the freeze requested (this DAG's tags, this freeze window) and "
+    "publishes its id; waits for it if the freeze could not.",
+    "wait": "Checks the copy is complete (pokes every 2 s backing off to 5 s).",
+    "thaw": "Runs whatever happened upstream: releases whatever is still frozen, reports per "
+    "VM how long it was frozen, and tags the copy with its verdict (application-consistent "
+    "only when complete before the first release). Fails when a guardian released first.",
+}
+
+
 class FrozenCopyGroup(TaskGroup):
     """The task group :func:`frozen_copy` answers, with its four tasks by role."""
 
@@ -217,6 +232,7 @@ def frozen_copy(
             copy=copy,
             chain_id=group_id,
             retry_delay=timedelta(seconds=10),
+            doc_md=TASK_DOCS["freeze"],
         )
         adopt = AdoptCopyOperator(
             task_id="copy",
@@ -224,6 +240,7 @@ def frozen_copy(
             freeze_task_id=freeze.task_id,
             skytap_conn_id=skytap_conn_id,
             retry_delay=timedelta(seconds=5),
+            doc_md=TASK_DOCS["copy"],
         )
         copy_id: Any = XComArg(adopt, key="id")
         wait = CloneCompleteSensor(
@@ -237,6 +254,7 @@ def frozen_copy(
             timeout=4 * 3600,
             retry_delay=timedelta(seconds=5),
             skytap_conn_id=skytap_conn_id,
+            doc_md=TASK_DOCS["wait"],
         )
         thaw = ThawAndVouchOperator(
             task_id="thaw",
@@ -245,6 +263,7 @@ def frozen_copy(
             copy_task_id=adopt.task_id,
             trigger_rule=TriggerRule.ALL_DONE,
             retry_delay=timedelta(seconds=5),
+            doc_md=TASK_DOCS["thaw"],
         )
         freeze >> adopt >> wait >> thaw
     group.freeze, group.copy, group.wait, group.thaw = freeze, adopt, wait, thaw

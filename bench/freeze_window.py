@@ -77,6 +77,31 @@ def env_id(hosts: int) -> str:
     return str(7000 + hosts)
 
 
+def bench_config(path: Path, hosts_list: list[int], per_dag: bool) -> Path:
+    """A backup config naming one environment per host count: each with the DAG id
+    ``DAG_ID`` (``airflow dags test`` parses one config per run) or, ``per_dag``, a DAG of
+    its own (``dag_for``), for the scheduler. No DR regions; the form sets nothing else."""
+    import yaml
+
+    doc = {
+        "environments": {
+            f"hosts{hosts}": {
+                "environment_id": env_id(hosts),
+                "dag_id": dag_for(hosts) if per_dag else DAG_ID,
+                "dr_regions": [],
+                "max_freeze_seconds": 120,
+            }
+            for hosts in hosts_list
+        }
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def dag_for(hosts: int) -> str:
+    return f"{DAG_ID}_{hosts}"
+
+
 def vm_names(hosts: int) -> list[str]:
     return [f"vm-{i:02d}" for i in range(1, hosts + 1)]
 
@@ -473,11 +498,10 @@ def run_cases(args: argparse.Namespace) -> dict[str, Any]:
                     for hosts in hosts_list:
                         day += timedelta(days=1)
                         date = day.strftime("%Y-%m-%d")
-                        conf = {
-                            "environment_id": env_id(hosts),
-                            "dr_regions": [],
-                            "max_freeze_seconds": 120,
-                        }
+                        # The environment comes from the config (the form cannot pick it).
+                        config = bench_config(work / f"backups-{hosts}.yaml", [hosts], False)
+                        env[airflow_cli.CONFIG_ENV] = str(config)
+                        conf = {"dr_regions": [], "max_freeze_seconds": 120}
                         t0, cpu0, vm0 = time.monotonic(), _children_cpu(), _lab_cpu(vms)
                         done = airflow_cli.dags_test(env, DAG_ID, date, conf)
                         wall = time.monotonic() - t0
@@ -535,34 +559,34 @@ def _scheduler(
     env = {f"AIRFLOW_CONN_{k.upper()}": json.dumps(v) for k, v in conns.items()}
     env["PYTHONPATH"] = str(airflow_cli.REPO)
     env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"  # what RUNNERS names (on PostgreSQL now)
+    # One backup DAG per host count's environment (dag_for), from one config.
+    env[airflow_cli.CONFIG_ENV] = str(bench_config(work / "backups.yaml", hosts_list, True))
     with AirflowStack(
         work / "stack",
         airflow_cli.DAGS,
         env,
-        dag_ids=[DAG_ID],
+        dag_ids=[dag_for(h) for h in hosts_list],
         secrets=[TOKEN],
         replicas={"airflow-worker": 0},
     ) as stack:
         for rnd in range(args.scheduler_runs):
             for hosts in hosts_list:
-                conf = {
-                    "environment_id": env_id(hosts),
-                    "dr_regions": [],
-                    "max_freeze_seconds": 120,
-                }
+                conf = {"dr_regions": [], "max_freeze_seconds": 120}
                 t0 = time.monotonic()
-                run_id = stack.trigger(DAG_ID, conf)
-                state = stack.wait_for_run(DAG_ID, run_id, timeout=300, poll=1.0)
+                run_id = stack.trigger(dag_for(hosts), conf)
+                state = stack.wait_for_run(dag_for(hosts), run_id, timeout=300, poll=1.0)
                 wall = time.monotonic() - t0
                 tis = [
                     {"task_id": t["task_id"], "start": t["start_date"], "end": t["end_date"]}
-                    for t in stack.task_instances(DAG_ID, run_id)
+                    for t in stack.task_instances(dag_for(hosts), run_id)
                 ]
                 try:
                     res = {}
                     for ti in tis:  # each chain step's result, whichever chain this tree has
                         if _step(ti["task_id"]) in ("thaw", "clone", "copy"):
-                            res[(ti["task_id"], -1)] = stack.xcom(DAG_ID, run_id, ti["task_id"])
+                            res[(ti["task_id"], -1)] = stack.xcom(
+                                dag_for(hosts), run_id, ti["task_id"]
+                            )
                     fig = measure(*chain_results(res), sim.admin.state(), tis)
                 except Exception as err:  # a failed run: say so, go on
                     print(f"scheduler {hosts} hosts {run_id}: {err!r}", file=sys.stderr)

@@ -52,7 +52,7 @@ with DAG(
 ) as dag:
     chain = frozen_copy(group_id="reporting_copy", target="environment")
 
-    @task
+    @task(doc_md="Starts the copy's VMs; the log and the result give each VM's SSH address.")
     def power_on(environment_id: str) -> dict[str, Any]:
         """Start the copy's VMs and answer where to reach them over SSH."""
         hook = SkytapHook()
@@ -63,24 +63,28 @@ with DAG(
             log.info("Copy %s is running; VM %s: ssh %s", environment_id, name, address)
         return {"id": environment_id, "name": env["name"], "runstate": env["runstate"], "ssh": ssh}
 
-    @task.short_circuit
+    @task.short_circuit(doc_md="Skips the timed delete when `delete_after_hours` is 0.")
     def delete_later(params: dict[str, Any]) -> bool:
         """Go on to the timed delete only when delete_after_hours is above 0."""
         return float(params["delete_after_hours"]) > 0
 
-    @task
+    @task(doc_md="When the copy is to be deleted: `delete_after_hours` from now.")
     def delete_at(params: dict[str, Any]) -> str:
         """When the copy is to be deleted: delete_after_hours from now."""
         hours = float(params["delete_after_hours"])
         return (datetime.now(timezone.utc) + timedelta(hours=hours)).isoformat()
 
-    @task
+    @task(doc_md="Deletes the copy (False if someone already deleted it).")
     def delete(environment_id: str) -> bool:
         """Delete the copy (answers False if someone already deleted it)."""
         return SkytapHook().delete("environment", environment_id)
 
     on = power_on(chain.copy.output["id"])
     at = delete_at()
-    wait_hours = DateTimeSensorAsync(task_id="wait_hours", target_time=at)
+    wait_hours = DateTimeSensorAsync(
+        task_id="wait_hours",
+        target_time=at,
+        doc_md="Waits, deferred (no worker slot), until the copy is to be deleted.",
+    )
     [chain.wait, chain.thaw] >> on >> delete_later() >> at >> wait_hours
     wait_hours >> delete(chain.copy.output["id"])

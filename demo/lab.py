@@ -416,15 +416,15 @@ class Lab:
             )
         return vm
 
-    def quiesce_conf(self) -> dict[str, Any]:
-        """What the example DAGs' trigger form needs for these VMs: nothing (the defaults) for
-        the root kind; rootless: profile ``app`` pausing each VM's writer, and each VM's
-        directory as its mount."""
+    def backup_config(self) -> dict[str, Any]:
+        """What the demo's backup config (demo/skytap_backups.yaml) must change for these VMs:
+        nothing for the root kind; rootless: profile ``app`` pausing each VM's writer, and
+        each VM's directory as its mount (``airflow_cli.write_config``)."""
         if not self.rootless:
             return {}
         # The backup DAG's preset "app-pidfile" pauses the writer by its writer.pid in each
         # directory (PAUSE and RESUME, for every directory): commands come from the DAG's
-        # code, never from a run's conf.
+        # code, the choice from the config, never from a run's conf.
         return {
             "profile": "app-pidfile",
             "mounts": {vm.name: [str(vm.directory)] for vm in self.vms},

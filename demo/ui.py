@@ -108,6 +108,15 @@ def serve() -> int:
             env = {
                 "PYTHONPATH": str(airflow_cli.REPO),
                 "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",  # the connection form's Test button
+                # The demo's config (one backup DAG and drill, environment ENV), with what these
+                # VMs need (rootless: their directories as mounts, the writers paused).
+                airflow_cli.CONFIG_ENV: str(
+                    airflow_cli.write_config(
+                        work / "skytap_backups.yaml",
+                        vms.backup_config(),
+                        {"allow_publish_ssh": True, "app_check": vms.app_check()},
+                    )
+                ),
             }
             with AirflowStack(work / "airflow", airflow_cli.DAGS, env, stop_timeout=30) as stack:
                 stack.set_connection(
@@ -123,11 +132,8 @@ def serve() -> int:
                 say(f"   DAGs: {', '.join(sorted(d['dag_id'] for d in dags)) or 'none'}")
                 for error in errors:
                     say(f"   IMPORT ERROR in {error['filename']}: see the UI's DAG import errors")
-                conf = vms.quiesce_conf()
-                if conf:
-                    say(f"   trigger with this conf (no root: writers paused): {json.dumps(conf)}")
-                else:
-                    say("   trigger a DAG with its defaults: environment 1001 is these VMs")
+                say(f"   trigger a DAG with its defaults: environment {ENV} is these VMs")
+                say(f"   (its config: {env[airflow_cli.CONFIG_ENV]})")
                 say(f"   the backup inventory: {stack.base_url}/plugin/skytap-backups")
                 say(f"   AIRFLOW_HOME {stack.home}; component logs in {stack.home}/logs/components")
                 say("Ctrl-C stops everything.")

@@ -129,13 +129,10 @@ def test_the_readme_minimal_dag_parses_into_the_backup_tasks(tmp_path: Path) -> 
         bag = DagBag(str(tmp_path))  # no examples: tests/conftest.py
     assert bag.import_errors == {}
     (dag,) = bag.dags.values()
-    assert {
-        "backup.freeze",
-        "backup.copy",
-        "backup.wait",
-        "backup.thaw",
-        "copy_to_dr",
-        "prune",
-    } <= set(dag.task_ids)
+    chain = {f"backup.{t}" for t in ("freeze", "copy", "wait", "thaw")}
+    assert chain | {"copy_to_dr", "prune"} <= set(dag.task_ids)
     assert dag.get_task("backup.thaw").trigger_rule == "all_done"
+    # No form default decides what a scheduled run freezes: the environment is the DAG's.
+    assert "environment_id" not in dag.params
+    assert dag.get_task("backup.freeze").quiesce.environment_id == "1001"
     assert dag.max_active_runs == 1

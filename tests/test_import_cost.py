@@ -27,7 +27,13 @@ print(json.dumps({"dags": sorted(bag.dags), "errors": errors, "loaded": loaded})
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
 def test_parsing_an_example_dag_loads_neither_requests_nor_paramiko(dag_file: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), AIRFLOW__CORE__LOAD_EXAMPLES="False")
+    # The demo's config: without one the backup and drill files define no DAG.
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        SKYTAP_BACKUPS_CONFIG=str(ROOT / "demo" / "skytap_backups.yaml"),
+    )
     out = subprocess.run(
         [sys.executable, "-c", PARSE, str(dag_file), *RUN_TIME_ONLY],
         capture_output=True,

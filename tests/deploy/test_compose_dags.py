@@ -33,8 +33,16 @@ def dags() -> dict[str, Any]:
     folder = ROOT / "dags"
     if not any(folder.glob("*.py")):
         pytest.skip("dags/ holds no DAG file yet: nothing for the compose stack to load")
-    bag = DagBag(str(folder))  # no examples: tests/conftest.py
+    # The backup config the containers read: SKYTAP_BACKUPS_CONFIG, a file compose mounts.
+    worker = load_compose()["services"]["airflow-worker"]
+    config = environment(worker)["SKYTAP_BACKUPS_CONFIG"]
+    mounted = {target: source for target, (source, _) in volumes(worker).items()}
+    assert config in mounted, f"compose mounts nothing at {config}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SKYTAP_BACKUPS_CONFIG", str(ROOT / mounted[config]))
+        bag = DagBag(str(folder))  # no examples: tests/conftest.py
     assert bag.import_errors == {}
+    assert "skytap_live_clone_backup" in bag.dags and "skytap_restore_drill" in bag.dags
     return bag.dags
 
 
@@ -58,6 +66,15 @@ def test_the_example_dags_defaults_meet_the_compose_stack(dags: dict[str, Any]) 
     assert dags, "no DAG loaded"
     for dag_id, dag in dags.items():
         params = dag.params.dump()
+        if "backup.freeze" in dag.task_dict and "environment_id" not in params:
+            # A backup DAG of the config: what its freeze is given, not a form's defaults.
+            chosen = dag.get_task("backup.freeze").quiesce
+            params |= {
+                "environment_id": chosen.environment_id,
+                "ssh_conn_id": chosen.ssh_conn_id,
+                "vm_names": chosen.vm_names,
+                "mounts": chosen.mounts,
+            }
         if "ssh_conn_id" in params:
             assert params["ssh_conn_id"] in conns, dag_id
         if "environment_id" in params:

@@ -109,8 +109,10 @@ def test_the_harness_has_the_compose_files_airflow_configuration(stack: AirflowS
             assert _same_place(value, stack.env[key]), (key, value, stack.redact(stack.env[key]))
             moved[key] = stack.env[key]
     # Exactly the addresses moved: the database, the result backend, the broker, the
-    # execution API and the password file.
+    # execution API, the password file and the backup config (the demo's, where compose
+    # mounts it).
     assert set(moved) == {
+        "SKYTAP_BACKUPS_CONFIG",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
         "AIRFLOW__CELERY__RESULT_BACKEND",
         "AIRFLOW__CELERY__BROKER_URL",

@@ -74,6 +74,8 @@ from tests.system.stack_services import LocalServices, free_ports
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
 ROOT = Path(__file__).resolve().parents[2]
+# Where docker-compose.yaml mounts demo/skytap_backups.yaml (SKYTAP_BACKUPS_CONFIG).
+CONTAINER_BACKUPS_CONFIG = "/opt/airflow/skytap_backups.yaml"
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 FINISHED = frozenset({"success", "failed"})
 COMPONENT_ENV = "SKYTAP_STACK_COMPONENT"  # a component's name, which is its hostname
@@ -380,6 +382,8 @@ class AirflowStack:
         (:data:`LOCAL_ADDRESSES`): the database, the broker, the api-server, config files."""
         if value.startswith("/opt/airflow/config/"):
             return str(self.home / Path(value).name)
+        if value == CONTAINER_BACKUPS_CONFIG:  # compose mounts the demo's config there
+            return str(ROOT / "demo" / "skytap_backups.yaml")
         parts = urlsplit(value)
         if not parts.scheme or not parts.hostname:
             return value

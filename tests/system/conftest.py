@@ -48,6 +48,8 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
         "PYTHONPATH": str(airflow_cli.REPO),
         # The connection form's Test button (the browser tests press it); off by default.
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        # One backup DAG (skytap_live_clone_backup) for the demo's environment 1001.
+        airflow_cli.CONFIG_ENV: str(airflow_cli.DEMO_CONFIG),
     }
     with AirflowStack(home, dags, env, dag_ids=STACK_DAGS) as stack:
         yield stack

@@ -254,7 +254,7 @@ def rootless_vms() -> Iterator[lab.Lab]:
 
 
 def test_without_root_the_backup_pauses_the_application_instead(
-    home: Path, sim: Sim, rootless_vms: lab.Lab
+    home: Path, sim: Sim, rootless_vms: lab.Lab, tmp_path: Path
 ) -> None:
     # What make demo does on a machine without root (here as root, the same code path):
     # plain directories, raw disk files, profile app pausing each writer.
@@ -263,8 +263,13 @@ def test_without_root_the_backup_pauses_the_application_instead(
     env = airflow_cli.airflow_env(
         home, {"skytap_default": skytap_conn(sim), "skytap_vm_ssh": rootless_vms.ssh_connection()}
     )
+    # The config names the preset and the VMs' directories (the form cannot).
+    config = tmp_path / "skytap_backups.yaml"
+    env[airflow_cli.CONFIG_ENV] = str(
+        airflow_cli.write_config(config, rootless_vms.backup_config())
+    )
     try:
-        ok, out = run(env, BACKUP, "2026-11-19", dr_regions=["EMEA"], **rootless_vms.quiesce_conf())
+        ok, out = run(env, BACKUP, "2026-11-19", dr_regions=["EMEA"])
         paused = rootless_vms.frozen()
     finally:
         rootless_vms.thaw_all()

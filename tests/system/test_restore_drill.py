@@ -4,6 +4,7 @@ simulator and the lab: the restored environment's VMs boot on its own copied dis
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,16 +65,15 @@ def connections(run_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dic
 
 
 def drill(env: dict[str, str], vms: lab.Lab, date: str) -> tuple[bool, str, dict[Any, Any]]:
-    conf = {
-        "allow_publish_ssh": True,
-        "app_check": vms.app_check(),
-        "boot_timeout": 30,
-        "restore_timeout_minutes": 5,
-    }
-    # airflow dags test (3.3.2) crashes after a successful run of a DAG with a deadline: the
-    # DAG file leaves the RPO alert out on request (test_the_rpo_alert_is_declared checks it).
+    conf = {"boot_timeout": 30, "restore_timeout_minutes": 5}
+    # The config publishes SSH on the restored VMs and checks the lab's records (the form
+    # offers neither). airflow_cli.dags_test leaves the deadline alerts out (3.3.2 crashes
+    # after a successful run of a DAG with one); tests/dags checks they are declared.
+    config = Path(tempfile.mkdtemp(prefix="drill-config-")) / "skytap_backups.yaml"
+    checks = {"allow_publish_ssh": True, "app_check": vms.app_check()}
+    airflow_cli.write_config(config, drill=checks)
     done = airflow_cli.dags_test(
-        env | {"SKYTAP_DRILL_RPO_ALERT": "off"}, DRILL, date, conf, timeout=300
+        env | {airflow_cli.CONFIG_ENV: str(config)}, DRILL, date, conf, timeout=300
     )
     record = airflow_cli.run_record(env, DRILL)
     run_id = next(
@@ -162,9 +162,13 @@ def test_without_a_consistent_backup_the_drill_fails_and_makes_nothing(
     assert lab_sim.admin.restored() == []
 
 
-def test_the_rpo_alert_is_declared_and_the_drill_runs_on_the_backup_asset() -> None:
+def test_the_rpo_alert_is_declared_and_the_drill_runs_on_the_backup_asset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
+    monkeypatch.setenv(airflow_cli.CONFIG_ENV, str(airflow_cli.DEMO_CONFIG))
+    monkeypatch.delenv("SKYTAP_DEADLINE_ALERTS", raising=False)
     bag = DagBag(str(airflow_cli.DAGS / f"{DRILL}.py"))
     assert bag.import_errors == {}
     dag = bag.dags[DRILL]
