@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_skytap import checks
-from airflow_provider_skytap.hooks.api import Progress, ago
+from airflow_provider_skytap.progress import Progress, ago
 from airflow_provider_skytap.quiesce import commands as qc
 from airflow_provider_skytap.quiesce.session import (
     describe_error,
