@@ -104,3 +104,19 @@ def skytap_conn(sim: Sim) -> dict[str, object]:
         "password": sim.token,
         "extra": {"retry_deadline": 5},
     }
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated Airflow home of the test module's own, for ``airflow dags test``."""
+    path = tmp_path_factory.mktemp("airflow_home")
+    airflow_cli.migrate(airflow_cli.airflow_env(path, {}))
+    return path
+
+
+@pytest.fixture
+def run_env(home: Path, lab_sim: Sim, vms: lab.Lab) -> dict[str, str]:
+    """Airflow's connections to the simulator (seeded with the lab's VMs) and to the VMs."""
+    return airflow_cli.airflow_env(
+        home, {"skytap_default": skytap_conn(lab_sim), "skytap_vm_ssh": vms.ssh_connection()}
+    )

@@ -129,13 +129,6 @@ def test_a_freeze_shorter_than_the_copy_says_max_freeze_seconds_was_too_short(
     assert vms.frozen() == []
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("airflow_home")
-    airflow_cli.migrate(airflow_cli.airflow_env(path, {}))
-    return path
-
-
 @pytest.mark.parametrize(
     ("conf", "message"),
     [

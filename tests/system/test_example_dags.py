@@ -29,21 +29,6 @@ REPORTING = "skytap_live_copy_for_reporting"
 FAST = {"dr_poll_seconds": 1, "max_freeze_seconds": 60}
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("airflow_home")
-    airflow_cli.migrate(airflow_cli.airflow_env(path, {}))
-    return path
-
-
-@pytest.fixture
-def run_env(home: Path, lab_sim: Sim, vms: lab.Lab) -> dict[str, str]:
-    """Airflow's connections to the simulator (seeded with the lab's VMs) and to the VMs."""
-    return airflow_cli.airflow_env(
-        home, {"skytap_default": skytap_conn(lab_sim), "skytap_vm_ssh": vms.ssh_connection()}
-    )
-
-
 def run(env: dict[str, str], dag_id: str, date: str, **conf: Any) -> tuple[bool, str]:
     done = airflow_cli.dags_test(env, dag_id, date, FAST | conf, timeout=300)
     return airflow_cli.succeeded(done), done.stdout + done.stderr

@@ -23,20 +23,6 @@ BACKUP = "skytap_live_clone_backup"
 FAST = {"dr_poll_seconds": 1, "max_freeze_seconds": 60, "dr_regions": []}
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("airflow_home")
-    airflow_cli.migrate(airflow_cli.airflow_env(path, {}))
-    return path
-
-
-@pytest.fixture
-def run_env(home: Path, lab_sim: Sim, vms: lab.Lab) -> dict[str, str]:
-    return airflow_cli.airflow_env(
-        home, {"skytap_default": skytap_conn(lab_sim), "skytap_vm_ssh": vms.ssh_connection()}
-    )
-
-
 def name_of(date: str) -> str:
     """The backup's predictable name for ``date`` (DAG, environment, logical date)."""
     return f"{BACKUP}-environment-{ENV}-{date.replace('-', '')}T000000Z"

@@ -17,27 +17,19 @@ from airflow_provider_skytap.hooks.skytap import SkytapHook
 from airflow_provider_skytap.verification import verifications
 from demo import airflow_cli, lab
 from tests.conftest import Sim
-from tests.system.conftest import ENV, skytap_conn
+from tests.system.conftest import ENV
 from tests.system.test_restore_lab import frozen_backup, template_vms
 
 DRILL = "skytap_restore_drill"
 BACKUP_DAG = "skytap_live_clone_backup"
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("airflow_home")
-    airflow_cli.migrate(airflow_cli.airflow_env(path, {}))
-    return path
-
-
 @pytest.fixture
-def run_env(home: Path, lab_sim: Sim, vms: lab.Lab) -> Iterator[dict[str, str]]:
-    env = airflow_cli.airflow_env(
-        home, {"skytap_default": skytap_conn(lab_sim), "skytap_vm_ssh": vms.ssh_connection()}
-    )
+def run_env(run_env: dict[str, str], lab_sim: Sim, vms: lab.Lab) -> Iterator[dict[str, str]]:
+    """The system tests' run_env (tests/system/conftest.py), with a hypervisor booting
+    restored environments' VMs on their copied disks."""
     with lab.Hypervisor(vms, lab_sim.admin) as hypervisor:
-        yield env
+        yield run_env
     assert hypervisor.errors == []
     assert vms.restored == [], "a restored VM outlived its environment"
 
